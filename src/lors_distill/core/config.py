@@ -1,0 +1,144 @@
+"""Typed parameter objects, one per pipeline section of ``conf/*/parameters_<name>.yml``.
+
+Defaults live in ``conf/base`` only (one source of truth): every field here is required unless it
+is genuinely optional (``None`` meaning "not set"). Unknown keys are rejected so a typo in a YAML
+file or a ``--params`` override fails before any node runs, naming the parameter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ParameterError(ValueError):
+    """A parameter section failed validation; the message names every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenesSource(_Strict):
+    """The built-in generated scenes (``source: scenes``)."""
+
+    train_images: int = Field(ge=1)
+    val_images: int = Field(ge=1)
+    test_images: int = Field(ge=1)
+    captions_per_image: int = Field(ge=1, le=20)
+
+
+class JsonlSource(_Strict):
+    """A folder with ``captions.jsonl`` and the images it names (``source: jsonl``)."""
+
+    captions_file: str
+    val_images: int = Field(ge=1)
+    test_images: int = Field(ge=1)
+    train_images: int | None = Field(ge=1)
+    split_salt: str
+
+
+class KarpathySource(_Strict):
+    """Karpathy-split annotation files as distributed for BLIP/LoRS (``source: karpathy``)."""
+
+    train_file: str
+    val_file: str
+    test_file: str
+    image_root: str
+
+
+class IngestionParams(_Strict):
+    """``ingestion`` section: which dataset to read and how to turn it into tensors."""
+
+    source: Literal["scenes", "jsonl", "karpathy"]
+    root: str | None
+    image_size: int = Field(ge=8, le=1024)
+    resize: Literal["center_crop", "pad", "squash"]
+    seed: int = Field(ge=0)
+    on_bad_record: Literal["error", "skip"]
+    num_workers: int = Field(ge=1)
+    scenes: ScenesSource
+    jsonl: JsonlSource
+    karpathy: KarpathySource
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> IngestionParams:
+        if self.source != "scenes" and not self.root:
+            raise ValueError(
+                f"source '{self.source}' reads a dataset folder: set ingestion.root "
+                "(e.g. --params ingestion.root=/path/to/folder)"
+            )
+        return self
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root or ".").expanduser()
+
+
+class FeaturesParams(_Strict):
+    """``features`` section: the frozen text encoder."""
+
+    text_encoder: str = Field(min_length=1)
+    pooling: Literal["cls", "mean"] | None
+    clean_captions: bool
+    max_length: int = Field(ge=8, le=4096)
+    batch_size: int = Field(ge=1)
+    device: str
+
+
+SECTIONS: dict[str, type[_Strict]] = {
+    "ingestion": IngestionParams,
+    "features": FeaturesParams,
+}
+
+
+def _format_errors(section: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in (section, *item["loc"]))
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def parse_section(section: str, values: Any) -> Any:
+    """Validate one parameter section into its typed object.
+
+    Args:
+        section: top-level key, e.g. ``"ingestion"``.
+        values: the raw mapping from the config loader.
+
+    Returns:
+        The typed, frozen parameter object.
+
+    Raises:
+        ParameterError: naming each invalid key, its problem and the value given.
+    """
+    model = SECTIONS[section]
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise ParameterError(
+            f"invalid parameters in section '{section}' "
+            f"(conf/<env>/parameters_{section}.yml or a --params override):\n"
+            + _format_errors(section, error)
+        ) from None
+
+
+def validate_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Validate every known section present in ``parameters``; collect all errors at once."""
+    parsed: dict[str, Any] = {}
+    problems: list[str] = []
+    for section in SECTIONS:
+        if section not in parameters:
+            continue
+        try:
+            parsed[section] = parse_section(section, parameters[section])
+        except ParameterError as error:
+            problems.append(str(error))
+    if problems:
+        raise ParameterError("\n".join(problems))
+    return parsed

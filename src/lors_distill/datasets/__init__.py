@@ -1,0 +1,5 @@
+"""Custom Kedro datasets (safetensors bundles with kedro-viz previews)."""
+
+from lors_distill.datasets.tensor_bundle_dataset import TensorBundleDataset
+
+__all__ = ["TensorBundleDataset"]

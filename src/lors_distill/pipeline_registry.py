@@ -1,0 +1,15 @@
+"""Project pipelines."""
+
+from kedro.pipeline import Pipeline
+
+from lors_distill.pipelines import features, ingestion
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines; ``__default__`` runs them all in order."""
+    pipelines = {
+        "ingestion": ingestion.create_pipeline(),
+        "features": features.create_pipeline(),
+    }
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

@@ -1,0 +1,1 @@
+"""Kedro pipelines: thin adapters between the catalog and ``lors_distill.core``."""

@@ -1,0 +1,47 @@
+"""Shared fixtures. Telemetry and hub access are off for every test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+for _name, _value in {
+    "KEDRO_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+FLICKR8K = SHARED_DATA / "flickr8k_public"
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A throw-away copy of the Kedro project (config + metadata, empty data layers).
+
+    Pipeline tests run in it so they never touch the repository's own ``data/``.
+    """
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    (root / "src").mkdir()  # the package itself is imported from the installed project
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    for layer in sorted((PROJECT_ROOT / "data").iterdir()):
+        if layer.is_dir():
+            (root / "data" / layer.name).mkdir(parents=True)
+    return root
+
+
+def require_flickr8k() -> Path:
+    """Skip the calling test when the shared Flickr8k sample is not on this machine."""
+    if not (FLICKR8K / "captions.jsonl").is_file():
+        pytest.skip(f"needs the Flickr8k sample at {FLICKR8K} (absent on this machine)")
+    return FLICKR8K

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from lors_distill.core.config import ParameterError, parse_section, validate_parameters
+from tests.params import base_params
+
+
+@pytest.mark.parametrize("env", [None, "test", "flickr8k"])
+def test_shipped_parameters_validate(env):
+    parsed = validate_parameters(base_params(env))
+    assert set(parsed) == {"ingestion", "features"}
+
+
+def test_base_parameters_validate():
+    parsed = validate_parameters(base_params())
+    assert parsed["ingestion"].source == "scenes"
+    assert parsed["ingestion"].scenes.test_images == 1000
+    assert parsed["features"].text_encoder == "minilm"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "fragment"),
+    [
+        ("ingestion", "image_size", 0, "ingestion.image_size"),
+        ("ingestion", "image_size", "big", "ingestion.image_size"),
+        ("ingestion", "source", "coco", "ingestion.source"),
+        ("ingestion", "resize", "stretch", "ingestion.resize"),
+        ("ingestion", "on_bad_record", "ignore", "ingestion.on_bad_record"),
+        ("ingestion", "imagesize", 32, "ingestion.imagesize"),
+        ("features", "batch_size", -1, "features.batch_size"),
+        ("features", "pooling", "max", "features.pooling"),
+    ],
+)
+def test_bad_values_name_the_parameter(section, key, value, fragment):
+    params = base_params()
+    params[section][key] = value
+    with pytest.raises(ParameterError, match=fragment.replace(".", r"\.")) as info:
+        validate_parameters(params)
+    assert f"parameters_{section}.yml" in str(info.value)
+
+
+def test_nested_bad_value_names_full_path():
+    params = base_params()
+    params["ingestion"]["scenes"]["train_images"] = 0
+    with pytest.raises(ParameterError, match=r"ingestion\.scenes\.train_images"):
+        parse_section("ingestion", params["ingestion"])
+
+
+def test_folder_source_requires_root():
+    params = base_params()["ingestion"]
+    params["source"] = "jsonl"
+    with pytest.raises(ParameterError, match="ingestion.root"):
+        parse_section("ingestion", params)
+    params["root"] = "/data/flickr"
+    assert parse_section("ingestion", params).root_path == Path("/data/flickr")
+
+
+def test_all_errors_reported_together():
+    params = base_params()
+    params["ingestion"]["image_size"] = -3
+    params["features"]["batch_size"] = 0
+    with pytest.raises(ParameterError) as info:
+        validate_parameters(params)
+    assert "ingestion.image_size" in str(info.value)
+    assert "features.batch_size" in str(info.value)
