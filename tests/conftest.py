@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_models import tiny_clip  # noqa: F401 - shared fixture
+
 for _name, _value in {
     "KEDRO_DISABLE_TELEMETRY": "1",
     "DO_NOT_TRACK": "1",

@@ -12,9 +12,15 @@ from kedro.framework.startup import bootstrap_project
 
 
 def run_kedro(
-    project: Path, pipelines: list[str] | None = None, env: str = "test", params: dict | None = None
+    project: Path,
+    pipelines: list[str] | None = None,
+    env: str = "test",
+    params: dict | None = None,
+    **run_args: Any,
 ) -> dict[str, Any]:
     """``kedro run --env <env> --pipelines <...> --params <...>`` from inside ``project``.
+
+    ``run_args`` go to ``KedroSession.run`` (``runner=``, ``only_missing_outputs=``, ...).
 
     The working directory matters: ``sqlite:///mlflow.db`` and relative paths are resolved
     against it, as they are for a user running ``kedro run`` in the project folder.
@@ -25,7 +31,7 @@ def run_kedro(
             contextlib.chdir(project),
             KedroSession.create(project_path=project, env=env, runtime_params=params) as session,
         ):
-            return session.run(pipeline_names=pipelines)
+            return session.run(pipeline_names=pipelines, **run_args)
     finally:
         # A CLI run is one process; here many runs share one, so close what a failed run left.
         while mlflow.active_run():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kedro.framework import project
+from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 
+from lors_distill import structure
 from lors_distill.core.config import validate_parameters
 
 
@@ -19,4 +22,15 @@ class ParameterValidationHook:
 
     @hook_impl
     def after_catalog_created(self, parameters: dict[str, Any]) -> None:
-        validate_parameters(parameters or {})
+        # ``parameters`` maps catalog names (``parameters``, ``params:<key>``) to values
+        validate_parameters((parameters or {}).get("parameters") or {})
+
+
+class PipelineStructureHook:
+    """Build the pipelines for this session's parameters (the number of expert nodes)."""
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        if structure.activate(context.params) and project.PACKAGE_NAME:
+            # forget the pipelines built so far; they are rebuilt on next access
+            project.pipelines.configure(f"{project.PACKAGE_NAME}.pipeline_registry")

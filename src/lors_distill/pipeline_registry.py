@@ -2,7 +2,8 @@
 
 from kedro.pipeline import Pipeline
 
-from lors_distill.pipelines import features, ingestion
+from lors_distill import structure
+from lors_distill.pipelines import experts, features, ingestion
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -10,6 +11,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines = {
         "ingestion": ingestion.create_pipeline(),
         "features": features.create_pipeline(),
+        "experts": experts.create_pipeline(num_experts=structure.num_experts()),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

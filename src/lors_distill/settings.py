@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from lors_distill.hooks import ParameterValidationHook
+from lors_distill.hooks import ParameterValidationHook, PipelineStructureHook
 
-HOOKS = (ParameterValidationHook(),)
+HOOKS = (PipelineStructureHook(), ParameterValidationHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -9,7 +9,7 @@ from tests.params import base_params
 @pytest.mark.parametrize("env", [None, "test", "flickr8k"])
 def test_shipped_parameters_validate(env):
     parsed = validate_parameters(base_params(env))
-    assert set(parsed) == {"ingestion", "features"}
+    assert set(parsed) == {"ingestion", "features", "model", "experts"}
 
 
 def test_base_parameters_validate():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from lors_distill.core.text_encoders import (
     encode_unique,
     resolve_device,
 )
+from tests.tiny_models import TINY_CLIP
 
 WORDS = ["a", "dog", "running", "on", "the", "beach", "red", "circle", "cat", "sits", "mat"]
-TINY_CLIP = "tiny-clip-lors-test"
 
 
 @pytest.fixture(autouse=True)
@@ -296,47 +295,6 @@ def test_hf_bad_pooling(tiny_bert: Path) -> None:
 
 
 # --------------------------------------------------------------------------- open_clip
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory):
-    import open_clip
-    import open_clip.factory as oc_factory
-
-    root = tmp_path_factory.mktemp("tiny_clip")
-    cfg = {
-        "embed_dim": 32,
-        # head_width is needed: the default (64) would give width // 64 == 0 heads.
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "patch_size": 16,
-            "head_width": 16,
-        },
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
-    cfg_path = root / f"{TINY_CLIP}.json"
-    cfg_path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(cfg_path)
-    assert TINY_CLIP in open_clip.list_models()
-
-    torch.manual_seed(123)
-    model = open_clip.create_model(TINY_CLIP).eval()
-    ckpt = root / "tiny_clip.pt"
-    torch.save(model.state_dict(), ckpt)
-    yield model, ckpt
-    # undo the registry change (private globals; skip silently if they move)
-    paths = getattr(oc_factory, "_MODEL_CONFIG_PATHS", None)
-    if isinstance(paths, list) and cfg_path in paths:
-        paths.remove(cfg_path)
-    getattr(oc_factory, "_MODEL_CONFIGS", {}).pop(TINY_CLIP, None)
 
 
 def _reference_clip(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:

@@ -47,6 +47,10 @@ def test_bad_parameter_stops_before_any_node(project_copy):
     with pytest.raises(ParameterError, match=r"ingestion\.image_size"):
         run_kedro(project_copy, ["ingestion"], params={"ingestion": {"image_size": "large"}})
     assert output_files(project_copy) == []
+    # every section is checked up front, even one the selected pipeline does not use
+    with pytest.raises(ParameterError, match=r"experts\.num_experts"):
+        run_kedro(project_copy, ["ingestion"], params={"experts": {"num_experts": 0}})
+    assert output_files(project_copy) == []
 
 
 def test_bad_record_writes_nothing(project_copy, tmp_path):

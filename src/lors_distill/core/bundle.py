@@ -50,6 +50,9 @@ def save_bundle(bundle: TensorBundle, path: str | Path) -> None:
     header = {_META_KEY: json.dumps(bundle.metadata, sort_keys=True)}
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
     try:
         save_file(tensors, tmp_name, metadata=header)
         os.replace(tmp_name, path)

@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ParameterError(ValueError):
@@ -88,9 +95,87 @@ class FeaturesParams(_Strict):
     device: str
 
 
+class ConvNetParams(_Strict):
+    """``model.convnet``: the ConvNet's shape."""
+
+    width: int = Field(ge=1)
+    depth: int = Field(ge=1, le=6)
+    norm: Literal["instancenorm", "layernorm", "none"]
+
+
+class ModelParams(_Strict):
+    """``model`` section: the dual encoder shared by experts, distillation and evaluation."""
+
+    image_encoder: str
+    pretrained: bool | str
+    convnet: ConvNetParams
+    text_dropout: float = Field(ge=0.0, lt=1.0)
+    temperature: float = Field(gt=0.0)
+
+    @field_validator("image_encoder")
+    @classmethod
+    def _known_encoder(cls, value: str) -> str:
+        prefix, _, argument = value.partition(":")
+        if value != "convnet" and not (prefix in ("timm", "open_clip") and argument):
+            raise ValueError("use 'convnet', 'timm:<name>' or 'open_clip:<model>[:<pretrained>]'")
+        return value
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _bool_strings(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return value
+
+
+class AugmentParams(_Strict):
+    """``experts.augment``: training-time augmentation of real images."""
+
+    random_resized_crop: bool
+    crop_scale: tuple[float, float]
+    flip: bool
+    rand_augment: bool
+    rand_augment_ops: int = Field(ge=0)
+    rand_augment_magnitude: int = Field(ge=0, le=30)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] <= value[1] <= 1.0:
+            raise ValueError("need 0 < low <= high <= 1")
+        return value
+
+
+class ExpertsParams(_Strict):
+    """``experts`` section: how the expert trajectories are trained."""
+
+    num_experts: int = Field(ge=1, le=1000)
+    epochs: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    batch_size: int = Field(ge=2)
+    lr_image: float = Field(gt=0.0)
+    lr_text: float = Field(gt=0.0)
+    momentum: float = Field(ge=0.0, lt=1.0)
+    weight_decay: float = Field(ge=0.0)
+    captions_per_epoch: Literal["random_one", "all"]
+    augment: AugmentParams
+    device: str
+    mixed_precision: bool
+    eval_batch_size: int = Field(ge=1)
+
+
+PARAMETER_FILES = {
+    "ingestion": "parameters_ingestion.yml",
+    "features": "parameters_features.yml",
+    "model": "parameters_experts.yml",
+    "experts": "parameters_experts.yml",
+}
+
 SECTIONS: dict[str, type[_Strict]] = {
     "ingestion": IngestionParams,
     "features": FeaturesParams,
+    "model": ModelParams,
+    "experts": ExpertsParams,
 }
 
 
@@ -123,7 +208,7 @@ def parse_section(section: str, values: Any) -> Any:
     except ValidationError as error:
         raise ParameterError(
             f"invalid parameters in section '{section}' "
-            f"(conf/<env>/parameters_{section}.yml or a --params override):\n"
+            f"(conf/<env>/{PARAMETER_FILES[section]} or a --params override):\n"
             + _format_errors(section, error)
         ) from None
 

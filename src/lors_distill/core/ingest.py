@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from lors_distill.core.config import IngestionParams
 from lors_distill.core.images import ImageDecodeError, decode_image, hwc_to_tensor, resize_square
 from lors_distill.core.scenes import generate_scenes
+from lors_distill.core.seeding import derive_seed
 from lors_distill.core.sources import (
     SPLITS,
     BadRecordLog,
@@ -65,7 +66,7 @@ def caption_table(image_ids: dict[str, list[str]], captions: dict[str, list[Sequ
 
 def split_seed(seed: int, split: str) -> int:
     """A per-split seed derived from the base seed (independent streams per split)."""
-    return int(np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(1)[0])
+    return derive_seed(seed, SPLITS.index(split))
 
 
 def ingest_scenes(params: IngestionParams) -> IngestedData:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lors_distill.core.device import resolve_device
+
 __all__ = [
     "TextEncoder",
     "build_text_encoder",
@@ -48,7 +50,6 @@ VALID_SPECS = (
     "'open_clip:<model>[:<pretrained tag or checkpoint file>]'",
 )
 _POOLINGS = ("cls", "mean")
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 # Apostrophes are dropped ("dog's" -> "dogs"); any other punctuation becomes a space.
 _APOSTROPHES_RE = re.compile(r"['\u2019`]")
 _PUNCT_RE = re.compile(r"[^\w\s]|_")
@@ -56,21 +57,6 @@ _SPACE_RE = re.compile(r"\s+")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn a device string into a :class:`torch.device`.
-
-    ``"auto"`` picks ``cuda`` when available, else ``cpu``; ``"cpu"``, ``"cuda"`` and
-    ``"cuda:<index>"`` are passed through unchanged. Anything else raises ``ValueError``.
-    """
-    if not isinstance(device, str):
-        raise ValueError(f"device must be a string, got {device!r}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if _DEVICE_RE.match(device):
-        return torch.device(device)
-    raise ValueError(f"invalid device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
 
 
 def clean_caption(text: str, max_words: int = 30) -> str:

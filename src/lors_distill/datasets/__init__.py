@@ -1,5 +1,5 @@
 """Custom Kedro datasets (safetensors bundles with kedro-viz previews)."""
 
-from lors_distill.datasets.tensor_bundle_dataset import TensorBundleDataset
+from lors_distill.datasets.tensor_bundle_dataset import TensorBundleDataset, TrajectoryDataset
 
-__all__ = ["TensorBundleDataset"]
+__all__ = ["TensorBundleDataset", "TrajectoryDataset"]

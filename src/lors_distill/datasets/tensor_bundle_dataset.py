@@ -81,3 +81,26 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
 def _short(value: Any, limit: int = 80) -> str:
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TrajectoryDataset(TensorBundleDataset):
+    """An expert trajectory (``trajectory`` ``(epochs + 1, P)``); previews as a table per epoch:
+    training loss, distance from the initialisation and length of the epoch's step."""
+
+    def preview(self) -> TablePreview:  # type: ignore[override]
+        bundle = load_bundle(Path(self._filepath))
+        trajectory = bundle["trajectory"]
+        losses = bundle.tensors.get("train_loss")
+        rows = []
+        for epoch in range(trajectory.shape[0]):
+            from_init = float((trajectory[epoch] - trajectory[0]).norm())
+            step = float((trajectory[epoch] - trajectory[epoch - 1]).norm()) if epoch else 0.0
+            loss = float(losses[epoch - 1]) if epoch and losses is not None else None
+            rows.append([epoch, loss, round(from_init, 4), round(step, 4)])
+        return TablePreview(
+            {
+                "index": list(range(len(rows))),
+                "columns": ["epoch", "train_loss", "distance_from_init", "step_norm"],
+                "data": rows,
+            }
+        )

@@ -1,0 +1,151 @@
+"""Expert training: InfoNCE on the full real data, one flat parameter snapshot per epoch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from lors_distill.core.augment import AugmentConfig, crop_and_flip, rand_augment_uint8
+from lors_distill.core.data import ImageTextSplit, Normalizer
+from lors_distill.core.flat import ParameterLayout, flatten_parameters
+from lors_distill.core.losses import symmetric_infonce
+from lors_distill.core.models import DualEncoder
+from lors_distill.core.retrieval import evaluate_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExpertTrainingConfig:
+    """How one expert is trained (paper: SGD lr 0.1, no momentum/decay, batch 128, 10 epochs)."""
+
+    epochs: int
+    batch_size: int
+    lr_image: float
+    lr_text: float
+    momentum: float
+    weight_decay: float
+    captions_per_epoch: Literal["random_one", "all"]
+    augment: AugmentConfig
+    mixed_precision: bool
+    eval_batch_size: int
+
+
+@dataclass
+class ExpertResult:
+    """Trajectory and diagnostics of one expert.
+
+    Attributes:
+        trajectory: ``(epochs + 1, P)`` float32; row 0 is the initialisation.
+        train_loss: mean InfoNCE loss per epoch, ``(epochs,)``.
+        val_recall: Recall@K on the validation split after the last epoch.
+        images_per_second: training throughput (augmentation + forward + backward + step).
+    """
+
+    trajectory: torch.Tensor
+    train_loss: torch.Tensor
+    val_recall: dict[str, float]
+    images_per_second: float
+
+
+def epoch_pairs(
+    split: ImageTextSplit, mode: str, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (image, caption) pairs of one epoch, shuffled.
+
+    ``random_one``: every image once, with one of its captions drawn at random;
+    ``all``: every caption once, with its image.
+    """
+    if mode == "all":
+        captions = torch.arange(split.text.shape[0])
+        images = split.caption_image
+    else:
+        order, offsets, counts = split.captions_by_image()
+        has = counts > 0
+        images = torch.arange(split.num_images)[has]
+        pick = (torch.rand(images.shape[0], generator=generator) * counts[has]).long()
+        captions = order[offsets[has] + pick]
+    permutation = torch.randperm(images.shape[0], generator=generator)
+    return images[permutation], captions[permutation]
+
+
+def train_expert(
+    model: DualEncoder,
+    train: ImageTextSplit,
+    val: ImageTextSplit,
+    config: ExpertTrainingConfig,
+    normalize: Normalizer | Callable[[torch.Tensor], torch.Tensor],
+    seed: int,
+    device: torch.device,
+    description: str = "expert",
+) -> ExpertResult:
+    """Train ``model`` in place with symmetric InfoNCE and record its trajectory.
+
+    Every random choice (caption picks, order, augmentation, dropout) comes from ``seed``, so the
+    same inputs give the same trajectory on CPU.
+    """
+    layout = ParameterLayout.of(model)
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": model.image_encoder.parameters(), "lr": config.lr_image},
+            {"params": model.text_head.parameters(), "lr": config.lr_text},
+        ],
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    autocast = config.mixed_precision and device.type == "cuda"
+    snapshots = [flatten_parameters(model, layout).cpu()]
+    losses, seen, elapsed = [], 0, 0.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout masks
+        for epoch in range(config.epochs):
+            images, captions = epoch_pairs(train, config.captions_per_epoch, generator)
+            batches = list(torch.split(torch.arange(images.shape[0]), config.batch_size))
+            if len(batches) > 1 and batches[-1].numel() < 2:
+                batches = batches[:-1]  # InfoNCE needs at least two pairs
+            total, start = 0.0, time.perf_counter()
+            bar = tqdm(
+                batches, desc=f"{description} epoch {epoch + 1}/{config.epochs}", leave=False
+            )
+            for batch in bar:
+                pixels = train.images[images[batch]]
+                if config.augment.rand_augment:
+                    pixels = rand_augment_uint8(
+                        pixels,
+                        config.augment.rand_augment_ops,
+                        config.augment.rand_augment_magnitude,
+                        generator,
+                    )
+                inputs = crop_and_flip(normalize(pixels.to(device)), config.augment, generator)
+                text = train.text[captions[batch]].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss = symmetric_infonce(model(inputs, text))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * batch.numel()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            elapsed += time.perf_counter() - start
+            seen += sum(b.numel() for b in batches)
+            losses.append(total / max(1, sum(b.numel() for b in batches)))
+            snapshots.append(flatten_parameters(model, layout).cpu())
+            logger.info(
+                "%s epoch %d/%d: loss %.4f", description, epoch + 1, config.epochs, losses[-1]
+            )
+    recall = evaluate_model(
+        model, val.images, val.text, val.caption_image, normalize, device, config.eval_batch_size
+    )
+    return ExpertResult(
+        trajectory=torch.stack(snapshots),
+        train_loss=torch.tensor(losses, dtype=torch.float32),
+        val_recall=recall,
+        images_per_second=seen / max(elapsed, 1e-9),
+    )

@@ -1,0 +1,88 @@
+"""Contrastive losses on a logit matrix ``Z`` (images x texts)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
+    """One-hot InfoNCE, mean of cross-entropy over rows (image->text) and columns (text->image).
+
+    Args:
+        logits: ``(B, B)``; pair ``i`` is image ``i`` with text ``i``.
+    """
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+# ------------------------------------------------------------- multi-label (soft-target) losses
+
+
+def wbce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Weighted BCE (LoRS default): BCE of ``sigmoid(Z)`` vs ``S`` averaged separately over
+    entries with ``S > 0.5`` and ``S <= 0.5``, then the two averages averaged."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    positive = targets > 0.5
+    parts = [loss[mask].mean() for mask in (positive, ~positive) if mask.any()]
+    return torch.stack(parts).mean()
+
+
+def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Plain mean BCE of ``sigmoid(Z)`` vs ``S``."""
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def soft_infonce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``-sum_j S_ij log softmax(Z)_ij``, mean over rows, averaged with the column direction."""
+    rows = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    cols = -(targets * F.log_softmax(logits, dim=0)).sum(dim=0).mean()
+    return 0.5 * (rows + cols)
+
+
+def cwcl(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Soft InfoNCE with targets normalised by their row (resp. column) sums."""
+    rows = targets / targets.sum(dim=1, keepdim=True).clamp(min=1e-8)
+    cols = targets / targets.sum(dim=0, keepdim=True).clamp(min=1e-8)
+    row_loss = -(rows * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    col_loss = -(cols * F.log_softmax(logits, dim=0)).sum(dim=0).mean()
+    return 0.5 * (row_loss + col_loss)
+
+
+def kl(logits: torch.Tensor, targets: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
+    """``KL(softmax(10 S) || softmax(Z))`` over rows and columns, averaged."""
+    row = F.kl_div(
+        F.log_softmax(logits, dim=1),
+        F.log_softmax(sharpness * targets, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    col = F.kl_div(
+        F.log_softmax(logits.T, dim=1),
+        F.log_softmax(sharpness * targets.T, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return 0.5 * (row + col)
+
+
+def mse(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between ``sigmoid(Z)`` and ``S``."""
+    return F.mse_loss(torch.sigmoid(logits), targets)
+
+
+SOFT_LOSSES = {
+    "wbce": wbce,
+    "bce": bce,
+    "infonce": soft_infonce,
+    "cwcl": cwcl,
+    "kl": kl,
+    "mse": mse,
+}
+
+
+def soft_loss(name: str):
+    """The multi-label contrastive loss called ``name`` (``(Z, S) -> scalar``)."""
+    if name not in SOFT_LOSSES:
+        raise ValueError(f"unknown loss {name!r}: use one of {', '.join(SOFT_LOSSES)}")
+    return SOFT_LOSSES[name]

@@ -1,0 +1,293 @@
+"""Dual encoders: a trainable image encoder and a trainable projection head on frozen text vectors.
+
+Image encoders are chosen by one spec string through :func:`build_image_encoder`:
+
+* ``convnet``: the 3-block ConvNet of dataset-distillation work (conv 3x3 -> norm -> ReLU ->
+  avg-pool 2x2, repeated ``depth`` times, flattened), trained from scratch;
+* ``timm:<name>``: a timm backbone with its classifier removed (pooled features), random init,
+  ImageNet weights from the hub (``pretrained: true``) or a local checkpoint file;
+* ``open_clip:<model>[:<pretrained>]``: the visual tower of an open_clip model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ConvNetConfig:
+    """Shape of the ConvNet (``width`` channels, ``depth`` blocks, ``norm`` per block)."""
+
+    width: int = 64
+    depth: int = 3
+    norm: str = "instancenorm"
+
+
+def _norm_layer(norm: str, channels: int, size: int) -> nn.Module:
+    if norm == "instancenorm":  # affine instance norm, as in dataset-distillation ConvNets
+        return nn.GroupNorm(channels, channels, affine=True)
+    if norm == "layernorm":
+        return nn.LayerNorm([channels, size, size], elementwise_affine=True)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown convnet norm {norm!r}: use instancenorm, layernorm or none")
+
+
+class ConvNet(nn.Module):
+    """``depth`` x (conv3x3 -> norm -> ReLU -> avgpool2), flattened.
+
+    Input ``(B, 3, S, S)`` float, output ``(B, width * (S / 2**depth)**2)``.
+    """
+
+    def __init__(self, config: ConvNetConfig, image_size: int) -> None:
+        super().__init__()
+        if image_size % (2**config.depth):
+            raise ValueError(
+                f"image_size {image_size} must be divisible by 2**depth = {2**config.depth}"
+            )
+        layers: list[nn.Module] = []
+        channels, size = 3, image_size
+        for _ in range(config.depth):
+            layers += [
+                nn.Conv2d(channels, config.width, kernel_size=3, padding=1),
+                _norm_layer(config.norm, config.width, size),
+                nn.ReLU(inplace=True),
+                nn.AvgPool2d(kernel_size=2, stride=2),
+            ]
+            channels, size = config.width, size // 2
+        self.features = nn.Sequential(*layers)
+        self.output_dim = config.width * size * size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images).flatten(1)
+
+
+class TextHead(nn.Module):
+    """Projection head on frozen text vectors (the LoRS/MTT-VL text branch).
+
+    ``h = W1 x``; ``out = LayerNorm(h + Dropout(W2 GELU(h)))``; input ``(B, d)``, output ``(B, D)``.
+    """
+
+    def __init__(self, text_dim: int, output_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.project = nn.Linear(text_dim, output_dim)
+        self.fc = nn.Linear(output_dim, output_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(output_dim)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        projected = self.project(text)
+        return self.norm(projected + self.dropout(self.fc(F.gelu(projected))))
+
+
+class DualEncoder(nn.Module):
+    """Image encoder + text head; logits are cosine similarities divided by ``temperature``.
+
+    Attributes:
+        image_encoder: maps ``(B, 3, S, S)`` normalised images to ``(B, D)`` features.
+        text_head: maps ``(B, d)`` frozen text vectors to ``(B, D)``.
+        temperature: fixed softmax temperature (not trained).
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        feature_dim: int,
+        text_dim: int,
+        dropout: float,
+        temperature: float,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_head = TextHead(text_dim, feature_dim, dropout)
+        self.temperature = temperature
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, D)`` unit vectors."""
+        return F.normalize(self.image_encoder(images).float(), dim=-1)
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """``(B, d)`` -> ``(B, D)`` unit vectors."""
+        return F.normalize(self.text_head(text).float(), dim=-1)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B_img, B_txt)`` = cosine / temperature."""
+        return self.encode_image(images) @ self.encode_text(text).T / self.temperature
+
+
+# ----------------------------------------------------------------------- image encoder registry
+
+
+@dataclass(frozen=True)
+class ImageEncoderSpec:
+    """Everything needed to rebuild an image encoder (stored with every trajectory)."""
+
+    name: str
+    image_size: int
+    pretrained: bool | str = False
+    convnet: ConvNetConfig = ConvNetConfig()
+
+
+ImageEncoderBuilder = Callable[[ImageEncoderSpec, str], tuple[nn.Module, int]]
+_REGISTRY: dict[str, ImageEncoderBuilder] = {}
+
+
+def register_image_encoder(prefix: str) -> Callable[[ImageEncoderBuilder], ImageEncoderBuilder]:
+    """Register a builder for specs ``<prefix>`` or ``<prefix>:<argument>``."""
+
+    def decorate(builder: ImageEncoderBuilder) -> ImageEncoderBuilder:
+        _REGISTRY[prefix] = builder
+        return builder
+
+    return decorate
+
+
+def build_image_encoder(spec: ImageEncoderSpec) -> tuple[nn.Module, int]:
+    """Build the image encoder named by ``spec.name``; returns ``(module, feature_dim)``."""
+    prefix, _, argument = spec.name.partition(":")
+    if prefix not in _REGISTRY:
+        raise ValueError(
+            f"unknown image encoder {spec.name!r}: use one of "
+            + ", ".join(f"'{p}'" if p == "convnet" else f"'{p}:<name>'" for p in _REGISTRY)
+        )
+    return _REGISTRY[prefix](spec, argument)
+
+
+@register_image_encoder("convnet")
+def _build_convnet(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
+    if argument:
+        raise ValueError(f"'convnet' takes no argument (got {spec.name!r}); set model.convnet.*")
+    if spec.pretrained is True:
+        raise ValueError("convnet has no hub weights: use pretrained: false or a checkpoint path")
+    module = ConvNet(spec.convnet, spec.image_size)
+    if isinstance(spec.pretrained, str):
+        load_checkpoint(module, spec.pretrained)
+    return module, module.output_dim
+
+
+@register_image_encoder("timm")
+def _build_timm(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
+    import timm
+
+    if not argument:
+        raise ValueError("timm encoders are named 'timm:<model name>', e.g. 'timm:nfnet_l0'")
+    from_hub = spec.pretrained is True
+    module = timm.create_model(argument, pretrained=from_hub, num_classes=0)
+    if isinstance(spec.pretrained, str):
+        load_checkpoint(module, spec.pretrained, drop_prefixes=("head.fc.", "fc.", "classifier."))
+    return module, int(module.num_features)
+
+
+@register_image_encoder("open_clip")
+def _build_open_clip(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
+    import open_clip
+
+    model_name, _, tag = argument.partition(":")
+    if not model_name:
+        raise ValueError("open_clip encoders are named 'open_clip:<model>[:<pretrained>]'")
+    pretrained = tag or (spec.pretrained if isinstance(spec.pretrained, str) else None)
+    model = open_clip.create_model(model_name, pretrained=pretrained or None, weights_only=True)
+    visual = model.visual
+    return visual, int(visual.output_dim)
+
+
+def load_checkpoint(
+    module: nn.Module, path: str | Path, drop_prefixes: tuple[str, ...] = ()
+) -> None:
+    """Load a local state dict (``.safetensors`` or a ``torch.save`` file, never unpickled).
+
+    Keys under ``drop_prefixes`` (classifier heads) are ignored; any other missing or
+    unexpected key is an error naming the checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image encoder checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not match the encoder: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+
+
+def build_dual_encoder(
+    spec: ImageEncoderSpec, text_dim: int, dropout: float, temperature: float
+) -> DualEncoder:
+    """A fresh dual encoder (random text head; image encoder as ``spec`` says)."""
+    image_encoder, feature_dim = build_image_encoder(spec)
+    return DualEncoder(image_encoder, feature_dim, text_dim, dropout, temperature)
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """Everything needed to rebuild a dual encoder; stored as JSON with every trajectory."""
+
+    encoder: ImageEncoderSpec
+    text_dim: int
+    dropout: float
+    temperature: float
+
+    def build(self, seed: int) -> DualEncoder:
+        """A fresh model whose random initialisation depends only on ``seed``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_dual_encoder(self.encoder, self.text_dim, self.dropout, self.temperature)
+
+    def to_json(self) -> dict:
+        return {
+            "image_encoder": self.encoder.name,
+            "image_size": self.encoder.image_size,
+            "pretrained": self.encoder.pretrained,
+            "convnet": vars(self.encoder.convnet).copy(),
+            "text_dim": self.text_dim,
+            "dropout": self.dropout,
+            "temperature": self.temperature,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelRecipe:
+        encoder = ImageEncoderSpec(
+            name=data["image_encoder"],
+            image_size=int(data["image_size"]),
+            pretrained=data["pretrained"],
+            convnet=ConvNetConfig(**data["convnet"]),
+        )
+        return cls(
+            encoder, int(data["text_dim"]), float(data["dropout"]), float(data["temperature"])
+        )
+
+
+def default_normalization(
+    encoder_name: str, module: nn.Module, train_images: torch.Tensor
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Pixel mean/std for an encoder: the pretrained weights' own for timm/open_clip, the train
+    split's per-channel statistics for the from-scratch ConvNet. Returns ``(mean, std)``."""
+    if encoder_name.startswith("timm:"):
+        config = getattr(module, "pretrained_cfg", None) or {}
+        return tuple(config.get("mean", (0.485, 0.456, 0.406))), tuple(
+            config.get("std", (0.229, 0.224, 0.225))
+        )
+    if encoder_name.startswith("open_clip:"):
+        preprocess = getattr(module, "preprocess_cfg", None) or {}
+        mean = preprocess.get("mean") or getattr(module, "image_mean", None)
+        std = preprocess.get("std") or getattr(module, "image_std", None)
+        return tuple(mean or (0.48145466, 0.4578275, 0.40821073)), tuple(
+            std or (0.26862954, 0.26130258, 0.27577711)
+        )
+    pixels = train_images.permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
+    return tuple(pixels.mean(dim=1).tolist()), tuple(pixels.std(dim=1).clamp(min=1e-3).tolist())

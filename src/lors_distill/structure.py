@@ -1,0 +1,41 @@
+"""Pipeline structure that depends on parameters: how many expert nodes to build.
+
+Each expert is its own Kedro node (so ``--runner ParallelRunner`` trains them in parallel and
+``--only-missing-outputs`` resumes at the first unwritten expert). Their number is the parameter
+``experts.num_experts``, which Kedro only knows once a session has merged the environment's
+config and ``--params``. :class:`~lors_distill.hooks.PipelineStructureHook` records it from the
+session's context before the pipelines are built; outside a session (``kedro viz``, ``kedro
+registry``) it is read from ``conf/base`` + ``conf/local``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_ACTIVE: dict[str, int] = {}
+
+
+def activate(parameters: dict[str, Any]) -> bool:
+    """Record the session's expert count; returns True when the structure changed."""
+    count = int(parameters.get("experts", {}).get("num_experts", 0) or 0)
+    if count < 1 or _ACTIVE.get("num_experts") == count:
+        return False
+    _ACTIVE["num_experts"] = count
+    return True
+
+
+def num_experts(conf_source: Path | None = None) -> int:
+    """The number of expert nodes for the pipelines being built."""
+    if "num_experts" in _ACTIVE:
+        return _ACTIVE["num_experts"]
+    from kedro.config import OmegaConfigLoader
+
+    source = conf_source or Path.cwd() / "conf"
+    loader = OmegaConfigLoader(
+        conf_source=str(source),
+        base_env="base",
+        default_run_env="local",
+        merge_strategy={"parameters": "soft"},
+    )
+    return int(loader["parameters"]["experts"]["num_experts"])

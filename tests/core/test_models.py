@@ -1,0 +1,128 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lors_distill.core.models import (
+    ConvNet,
+    ConvNetConfig,
+    DualEncoder,
+    ImageEncoderSpec,
+    ModelRecipe,
+    build_image_encoder,
+    default_normalization,
+)
+from tests.tiny_models import TINY_CLIP
+
+
+def tiny_recipe(name="convnet", pretrained=False, size=16) -> ModelRecipe:
+    spec = ImageEncoderSpec(name, size, pretrained, ConvNetConfig(width=8, depth=2))
+    return ModelRecipe(spec, text_dim=12, dropout=0.1, temperature=0.07)
+
+
+def test_convnet_shapes_and_blocks():
+    net = ConvNet(ConvNetConfig(width=8, depth=3), 32)
+    assert net.output_dim == 8 * 4 * 4
+    assert net(torch.randn(5, 3, 32, 32)).shape == (5, 128)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(convs) == 3
+    assert all(n.num_groups == n.num_channels == 8 for n in norms)  # instance norm
+    with pytest.raises(ValueError, match="divisible"):
+        ConvNet(ConvNetConfig(depth=3), 20)
+
+
+def test_dual_encoder_logits_are_scaled_cosines():
+    model = tiny_recipe().build(seed=0).eval()
+    images, text = torch.randn(4, 3, 16, 16), torch.randn(6, 12)
+    logits = model(images, text)
+    assert logits.shape == (4, 6)
+    expected = model.encode_image(images) @ model.encode_text(text).T / 0.07
+    torch.testing.assert_close(logits, expected)
+    assert logits.abs().max() <= 1 / 0.07 + 1e-4
+    torch.testing.assert_close(model.encode_text(text).norm(dim=1), torch.ones(6))
+
+
+def test_text_head_structure():
+    head = tiny_recipe().build(seed=0).text_head.eval()
+    x = torch.randn(3, 12)
+    h = head.project(x)
+    expected = head.norm(h + head.fc(torch.nn.functional.gelu(h)))
+    torch.testing.assert_close(head(x), expected)
+    assert head.project.out_features == head.fc.out_features == 8 * 4 * 4
+
+
+def test_recipe_seeded_and_round_trips():
+    recipe = tiny_recipe()
+    a, b, c = recipe.build(1), recipe.build(1), recipe.build(2)
+    for (_, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(a.text_head.project.weight, c.text_head.project.weight)
+    assert ModelRecipe.from_json(recipe.to_json()) == recipe
+
+
+def test_unknown_encoder_and_bad_spec():
+    with pytest.raises(ValueError, match="unknown image encoder 'resnet'"):
+        build_image_encoder(ImageEncoderSpec("resnet", 16))
+    with pytest.raises(ValueError, match="timm:<model name>"):
+        build_image_encoder(ImageEncoderSpec("timm:", 16))
+    with pytest.raises(ValueError, match="no hub weights"):
+        build_image_encoder(ImageEncoderSpec("convnet", 16, pretrained=True))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_timm_encoder_loads_local_checkpoint(tmp_path, suffix):
+    import timm
+
+    torch.manual_seed(7)
+    source = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+    state = source.state_dict()  # includes the classifier head, which must be ignored
+    path = tmp_path / f"resnet{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    module, dim = build_image_encoder(ImageEncoderSpec("timm:test_resnet", 32, str(path)))
+    assert dim == source.num_features
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    fresh, _ = build_image_encoder(ImageEncoderSpec("timm:test_resnet", 32, False))
+    first = next(iter(module.state_dict()))
+    assert not torch.equal(fresh.state_dict()[first], state[first])
+    assert module(torch.randn(2, 3, 32, 32)).shape == (2, dim)
+
+
+def test_checkpoint_mismatch_is_an_error(tmp_path):
+    path = tmp_path / "wrong.safetensors"
+    save_file({"something.weight": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="does not match"):
+        build_image_encoder(ImageEncoderSpec("timm:test_resnet", 32, str(path)))
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        build_image_encoder(ImageEncoderSpec("timm:test_resnet", 32, str(tmp_path / "nowhere.pt")))
+
+
+def test_open_clip_visual_tower_from_checkpoint(tiny_clip):
+    model, checkpoint = tiny_clip
+    module, dim = build_image_encoder(ImageEncoderSpec(f"open_clip:{TINY_CLIP}:{checkpoint}", 32))
+    assert dim == 32
+    images = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(module.eval()(images), model.visual.eval()(images))
+    mean, std = default_normalization(f"open_clip:{TINY_CLIP}", module, torch.zeros(1, 3, 2, 2))
+    assert len(mean) == len(std) == 3
+
+
+def test_dual_encoder_with_timm_backbone():
+    recipe = tiny_recipe("timm:test_nfnet", size=32)
+    model = recipe.build(seed=0)
+    assert isinstance(model, DualEncoder)
+    assert model(torch.randn(2, 3, 32, 32), torch.randn(2, 12)).shape == (2, 2)
+    mean, _ = default_normalization("timm:test_nfnet", model.image_encoder, torch.zeros(1, 3, 2, 2))
+    assert len(mean) == 3
+
+
+def test_convnet_normalization_is_train_statistics():
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0] = 255
+    images[1, 1] = 255
+    mean, std = default_normalization("convnet", torch.nn.Identity(), images)
+    assert mean == pytest.approx((1.0, 0.5, 0.0))
+    assert std[2] == pytest.approx(1e-3)  # clamped, never zero
