@@ -1,0 +1,398 @@
+"""LoRS trajectory matching: learn synthetic pairs, their similarity and two inner learning rates.
+
+One outer iteration (PAPER.md section 3):
+
+1. pick a random expert and start epoch ``s`` in ``[0, max_start_epoch)``; the target is
+   snapshot ``s + expert_epochs``;
+2. from ``theta_s`` run ``syn_steps`` SGD steps on mini-batches of the synthetic set (without
+   replacement), ``theta <- theta - eta * g`` with one learnable ``eta`` per branch;
+3. loss = ``||theta_end - theta_target||^2 / ||theta_s - theta_target||^2`` per branch, summed
+   (or over all parameters at once with ``merge_branches``);
+4. backpropagate into images, texts, similarity parameters and the etas.
+
+Gradients (``grad_mode``):
+
+* ``tesla`` (default): constant memory. With ``G = sum_i g_i`` and
+  ``theta_end = theta_s - eta G``, ``dL/dg_i = 2 eta (theta_target - theta_end) / D``, so a first
+  pass without graph computes ``G``, and a second pass recomputes each ``g_i`` with a graph and
+  backpropagates that constant vector into step ``i`` only.
+* ``unrolled``: the same quantity from one graph over all steps (memory grows with
+  ``syn_steps``), kept to check ``tesla`` against.
+
+In both, ``g_i`` is taken at the (detached) parameters of step ``i``, as in the reference.
+Dropout masks are seeded per step, so both passes see identical networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lors_distill.core.flat import ParameterLayout, functional_forward
+from lors_distill.core.losses import soft_loss
+from lors_distill.core.similarity import Similarity, similarity_stats
+
+logger = logging.getLogger(__name__)
+
+
+class DistillationDivergedError(RuntimeError):
+    """The matching loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """The inner loop and the matching loss."""
+
+    syn_steps: int
+    expert_epochs: int
+    max_start_epoch: int
+    mini_batch_size: int
+    loss: str
+    merge_branches: bool
+    grad_mode: Literal["tesla", "unrolled"]
+
+
+@dataclass(frozen=True)
+class OuterConfig:
+    """The outer SGD (momentum, four parameter groups)."""
+
+    lr_images: float
+    lr_texts: float
+    lr_lr: float
+    lr_sim: float
+    momentum: float
+    min_inner_lr: float
+
+
+class SyntheticSet(nn.Module):
+    """The learned distilled set.
+
+    Attributes:
+        images: ``(N, 3, S, S)`` float32 in the models' normalised pixel space.
+        texts: ``(N, d)`` float32 in the frozen text encoder's space.
+        lrs: ``(2,)`` inner learning rates (image encoder, text head).
+        similarity: the learned targets ``S`` (``N x N``, possibly low-rank).
+    """
+
+    def __init__(
+        self, images: torch.Tensor, texts: torch.Tensor, lr_init: float, similarity: Similarity
+    ) -> None:
+        super().__init__()
+        if images.shape[0] != texts.shape[0] or images.shape[0] != similarity.size:
+            raise ValueError("images, texts and similarity must have the same N")
+        self.images = nn.Parameter(images.float().clone())
+        self.texts = nn.Parameter(texts.float().clone())
+        self.lrs = nn.Parameter(torch.full((2,), float(lr_init)))
+        self.similarity = similarity
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[0])
+
+
+def init_synthetic_pairs(
+    images: torch.Tensor,
+    text: torch.Tensor,
+    caption_image: torch.Tensor,
+    count: int,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator,
+    init: Literal["real", "noise"] = "real",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``count`` random real pairs (one random caption per chosen image), or Gaussian noise.
+
+    Args:
+        images: ``(N_real, 3, S, S)`` uint8; text: ``(M, d)``; caption_image: ``(M,)``.
+
+    Returns:
+        ``(images (count, 3, S, S) float32 normalised, texts (count, d), chosen image indices)``.
+    """
+    if count > images.shape[0]:
+        raise ValueError(f"cannot draw {count} pairs from {images.shape[0]} train images")
+    chosen = torch.randperm(images.shape[0], generator=generator)[:count]
+    order = torch.argsort(caption_image, stable=True)
+    counts = torch.bincount(caption_image, minlength=images.shape[0])
+    offsets = torch.cumsum(counts, 0) - counts
+    if (counts[chosen] == 0).any():
+        raise ValueError("a chosen train image has no caption")
+    pick = (torch.rand(count, generator=generator) * counts[chosen]).long()
+    captions = order[offsets[chosen] + pick]
+    if init == "noise":
+        pixels = torch.randn((count, *images.shape[1:]), generator=generator)
+        texts = torch.randn((count, text.shape[1]), generator=generator) * text.std()
+        return pixels, texts, chosen
+    return normalize(images[chosen]).float(), text[captions].float().clone(), chosen
+
+
+class ExpertBank:
+    """Expert trajectories resident on the device, trimmed to the snapshots matching can use.
+
+    Args:
+        trajectories: one ``(epochs + 1, P)`` tensor per expert.
+        last_needed: highest snapshot index used (``max_start_epoch - 1 + expert_epochs``).
+    """
+
+    def __init__(self, trajectories: list[torch.Tensor], last_needed: int, device: torch.device):
+        shortest = min(t.shape[0] for t in trajectories)
+        if last_needed >= shortest:
+            raise ValueError(
+                f"matching needs snapshot {last_needed} (max_start_epoch - 1 + expert_epochs) "
+                f"but the experts only have {shortest - 1} epochs"
+            )
+        self.snapshots = torch.stack([t[: last_needed + 1] for t in trajectories]).to(device)
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.snapshots.shape[0])
+
+    def sample(
+        self, generator: torch.Generator, max_start_epoch: int, expert_epochs: int
+    ) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+        """``(expert, start epoch, theta_start, theta_target)``."""
+        expert = int(torch.randint(self.num_experts, (1,), generator=generator))
+        start = int(torch.randint(max_start_epoch, (1,), generator=generator))
+        return (
+            expert,
+            start,
+            self.snapshots[expert, start],
+            self.snapshots[expert, start + expert_epochs],
+        )
+
+
+def _mini_batches(
+    size: int, batch: int, steps: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """``steps`` index batches drawn without replacement, reshuffling when the set runs out."""
+    batches: list[torch.Tensor] = []
+    pool: list[torch.Tensor] = []
+    while len(batches) < steps:
+        if not pool:
+            pool = list(torch.randperm(size, generator=generator).split(batch))[::-1]
+        batches.append(pool.pop())
+    return batches
+
+
+@dataclass
+class MatchingResult:
+    """One outer iteration's diagnostics (tensors stay on the device until read)."""
+
+    loss: torch.Tensor
+    branch_losses: dict[str, torch.Tensor]
+    expert: int
+    start_epoch: int
+
+
+class TrajectoryMatcher:
+    """Computes the matching loss and accumulates its gradients into a :class:`SyntheticSet`."""
+
+    def __init__(self, model: nn.Module, layout: ParameterLayout, config: MatchingConfig) -> None:
+        self.model = model
+        self.layout = layout
+        self.config = config
+        self.loss_fn = soft_loss(config.loss)
+        slices = layout.branch_slices()
+        self.branches = (
+            {"all": slice(0, layout.size)}
+            if config.merge_branches
+            else {name: s for name, s in slices.items() if s.stop > s.start}
+        )
+
+    def _lr_vector(self, lrs: torch.Tensor) -> torch.Tensor:
+        image, total = self.layout.image_size, self.layout.size
+        return torch.cat([lrs[0].expand(image), lrs[1].expand(total - image)])
+
+    def _inner_loss(
+        self, theta: torch.Tensor, syn: SyntheticSet, index: torch.Tensor, seed: int, graph: bool
+    ) -> torch.Tensor:
+        index = index.to(syn.images.device)
+        images, texts = syn.images[index], syn.texts[index]
+        targets = syn.similarity.block(index)
+        if not graph:
+            images, texts, targets = images.detach(), texts.detach(), targets.detach()
+        with torch.random.fork_rng(devices=_devices(theta)):
+            torch.manual_seed(seed)  # same dropout masks in every pass over this step
+            logits = functional_forward(self.model, self.layout, theta, images, texts)
+        return self.loss_fn(logits, targets)
+
+    def _branch_loss(self, theta_end, theta_target, denominators) -> dict[str, torch.Tensor]:
+        return {
+            name: (theta_end[s] - theta_target[s]).pow(2).sum() / denominators[name]
+            for name, s in self.branches.items()
+        }
+
+    def match(
+        self,
+        syn: SyntheticSet,
+        theta_start: torch.Tensor,
+        theta_target: torch.Tensor,
+        generator: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """Run the inner loop from ``theta_start``; accumulate gradients into ``syn``'s ``.grad``.
+
+        Returns:
+            The per-branch matching losses (detached).
+        """
+        config = self.config
+        batches = _mini_batches(syn.size, config.mini_batch_size, config.syn_steps, generator)
+        seeds = torch.randint(0, 2**62, (config.syn_steps,), generator=generator).tolist()
+        theta_start = theta_start.detach().float()
+        theta_target = theta_target.detach().float()
+        denominators = {
+            name: (theta_start[s] - theta_target[s]).pow(2).sum().clamp(min=1e-12)
+            for name, s in self.branches.items()
+        }
+        lr_vector = self._lr_vector(syn.lrs)
+        step_lr = lr_vector.detach()
+        keep_graph = config.grad_mode == "unrolled"
+        theta, grad_sum = theta_start.clone(), torch.zeros_like(theta_start)
+        for index, seed in zip(batches, seeds, strict=True):
+            leaf = theta.detach().requires_grad_(True)
+            loss = self._inner_loss(leaf, syn, index, seed, graph=keep_graph)
+            (grad,) = torch.autograd.grad(loss, leaf, create_graph=keep_graph)
+            grad_sum = grad_sum + grad
+            theta = theta - step_lr * grad.detach()
+        theta_end = theta_start - lr_vector * grad_sum
+        losses = self._branch_loss(theta_end, theta_target, denominators)
+        sum(losses.values()).backward()  # unrolled: everything; tesla: the learning rates only
+        if not keep_graph:
+            self._tesla_pass(
+                syn,
+                theta_start,
+                theta_end.detach(),
+                theta_target,
+                batches,
+                seeds,
+                step_lr,
+                denominators,
+            )
+        return {name: value.detach() for name, value in losses.items()}
+
+    def _tesla_pass(
+        self, syn, theta_start, theta_end, theta_target, batches, seeds, step_lr, denominators
+    ) -> None:
+        scale = torch.empty_like(theta_start)
+        for name, s in self.branches.items():
+            scale[s] = 2.0 / denominators[name]
+        upstream = step_lr * (theta_target - theta_end) * scale  # dL/dg_i, the same for every i
+        theta = theta_start.clone()
+        for index, seed in zip(batches, seeds, strict=True):
+            leaf = theta.detach().requires_grad_(True)
+            loss = self._inner_loss(leaf, syn, index, seed, graph=True)
+            (grad,) = torch.autograd.grad(loss, leaf, create_graph=True)
+            torch.autograd.backward(grad, grad_tensors=upstream, inputs=_learnable(syn))
+            theta = theta - step_lr * grad.detach()
+
+
+def _learnable(syn: SyntheticSet) -> list[torch.Tensor]:
+    """The tensors the inner losses differentiate into (not the learning rates)."""
+    return [syn.images, syn.texts, *syn.similarity.parameters()]
+
+
+def _devices(tensor: torch.Tensor) -> list[int]:
+    return [tensor.device.index or 0] if tensor.device.type == "cuda" else []
+
+
+def build_optimizer(syn: SyntheticSet, outer: OuterConfig) -> torch.optim.SGD:
+    """SGD with momentum and the four parameter groups of the paper."""
+    groups = [
+        {"params": [syn.images], "lr": outer.lr_images, "name": "images"},
+        {"params": [syn.texts], "lr": outer.lr_texts, "name": "texts"},
+        {"params": [syn.lrs], "lr": outer.lr_lr, "name": "lrs"},
+    ]
+    similarity = list(syn.similarity.parameters())
+    if similarity:
+        groups.append({"params": similarity, "lr": outer.lr_sim, "name": "similarity"})
+    return torch.optim.SGD(groups, momentum=outer.momentum)
+
+
+class Distiller:
+    """The outer loop: matching, SGD step, positivity of the learning rates, history.
+
+    Every random choice comes from ``generator``; :meth:`state` / :meth:`load_state` capture
+    everything needed to resume exactly (tensors, optimiser momentum, generator, iteration).
+    """
+
+    def __init__(
+        self,
+        syn: SyntheticSet,
+        matcher: TrajectoryMatcher,
+        bank: ExpertBank,
+        outer: OuterConfig,
+        generator: torch.Generator,
+    ) -> None:
+        self.syn = syn
+        self.matcher = matcher
+        self.bank = bank
+        self.outer = outer
+        self.generator = generator
+        self.optimizer = build_optimizer(syn, outer)
+        self.iteration = 0
+
+    def step(self) -> dict[str, Any]:
+        """One outer iteration; returns its history row."""
+        config = self.matcher.config
+        expert, start, theta_start, theta_target = self.bank.sample(
+            self.generator, config.max_start_epoch, config.expert_epochs
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self.matcher.match(self.syn, theta_start, theta_target, self.generator)
+        total = float(sum(losses.values()))  # one host sync per outer iteration
+        if not math.isfinite(total):
+            raise DistillationDivergedError(
+                f"matching loss is {total} at iteration {self.iteration + 1} (expert {expert}, "
+                f"start epoch {start}); lower the outer learning rates (distillation.lr_*) or "
+                "syn_steps. The last checkpoint written is kept."
+            )
+        self.optimizer.step()
+        with torch.no_grad():
+            self.syn.lrs.clamp_(min=self.outer.min_inner_lr)
+        self.iteration += 1
+        row = {
+            "iteration": self.iteration,
+            "expert": expert,
+            "start_epoch": start,
+            "loss": total,
+            **{f"loss_{name}": float(value) for name, value in losses.items()},
+            "lr_image": float(self.syn.lrs[0]),
+            "lr_text": float(self.syn.lrs[1]),
+            **similarity_stats(self.syn.similarity),
+        }
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Everything needed to resume exactly, as named CPU tensors."""
+        tensors = {
+            f"syn.{name}": p.detach().cpu().clone() for name, p in self.syn.named_parameters()
+        }
+        names = {id(p): name for name, p in self.syn.named_parameters()}
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
+                if buffer is not None:
+                    tensors[f"momentum.{names[id(param)]}"] = buffer.detach().cpu().clone()
+        tensors["generator"] = self.generator.get_state()
+        tensors["iteration"] = torch.tensor([self.iteration], dtype=torch.int64)
+        return tensors
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state` (same synthetic-set shapes and optimiser groups)."""
+        params = dict(self.syn.named_parameters())
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(tensors[f"syn.{name}"])
+        for name, param in params.items():
+            key = f"momentum.{name}"
+            if key in tensors:
+                self.optimizer.state[param]["momentum_buffer"] = (
+                    tensors[key].to(param.device).clone()
+                )
+        self.generator.set_state(tensors["generator"])
+        self.iteration = int(tensors["iteration"][0])

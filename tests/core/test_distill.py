@@ -1,0 +1,233 @@
+import pytest
+import torch
+
+from lors_distill.core.distill import (
+    DistillationDivergedError,
+    Distiller,
+    ExpertBank,
+    MatchingConfig,
+    OuterConfig,
+    SyntheticSet,
+    TrajectoryMatcher,
+    init_synthetic_pairs,
+)
+from lors_distill.core.flat import ParameterLayout, flatten_parameters
+from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.similarity import (
+    FullSimilarity,
+    IdentitySimilarity,
+    LowRankSimilarity,
+    build_similarity,
+    similarity_stats,
+)
+
+N, TEXT_DIM, SIZE = 12, 6, 8
+RECIPE = ModelRecipe(
+    ImageEncoderSpec("convnet", SIZE, False, ConvNetConfig(4, 1)), TEXT_DIM, 0.1, 0.07
+)
+
+
+def matching_config(**overrides) -> MatchingConfig:
+    values = dict(
+        syn_steps=4,
+        expert_epochs=1,
+        max_start_epoch=2,
+        mini_batch_size=4,
+        loss="wbce",
+        merge_branches=False,
+        grad_mode="tesla",
+    )
+    values.update(overrides)
+    return MatchingConfig(**values)
+
+
+OUTER = OuterConfig(
+    lr_images=10.0, lr_texts=10.0, lr_lr=1e-3, lr_sim=1.0, momentum=0.5, min_inner_lr=1e-4
+)
+
+
+def synthetic(kind="lowrank", seed=0) -> SyntheticSet:
+    g = torch.Generator().manual_seed(seed)
+    sim = build_similarity(kind, N, rank=3, alpha=2.0, generator=g)
+    if kind == "lowrank":  # make S != I so every path carries gradient
+        with torch.no_grad():
+            sim.right.normal_(generator=g)
+    images = torch.randn(N, 3, SIZE, SIZE, generator=g)
+    texts = torch.randn(N, TEXT_DIM, generator=g)
+    return SyntheticSet(images, texts, 0.05, sim)
+
+
+def fake_trajectories(seed=0, experts=2, epochs=3):
+    """Trajectories that start at real initialisations and drift (stand-ins for experts)."""
+    out = []
+    for e in range(experts):
+        start = flatten_parameters(RECIPE.build(seed + e))
+        g = torch.Generator().manual_seed(100 + e)
+        steps = [torch.zeros_like(start)]
+        for _ in range(epochs):
+            steps.append(steps[-1] + 0.02 * torch.randn(start.shape, generator=g))
+        out.append(start + torch.stack(steps))
+    return out
+
+
+# ------------------------------------------------------------------ similarity
+
+
+def test_lowrank_starts_at_identity_and_is_o_n_r():
+    sim = LowRankSimilarity(1000, rank=10, alpha=3.0, generator=torch.Generator().manual_seed(0))
+    assert sum(p.numel() for p in sim.parameters()) == 1000 + 2 * 1000 * 10  # 21,000 << 10^6
+    assert sum(p.numel() for p in FullSimilarity(1000).parameters()) == 1000 * 1000
+    assert sum(p.numel() for p in IdentitySimilarity(1000).parameters()) == 0
+    index = torch.tensor([5, 900, 17])
+    torch.testing.assert_close(sim.block(index), torch.eye(3))
+    assert torch.equal(sim.left.std() > 0.5, torch.tensor(True))
+
+
+def test_blocks_are_sub_blocks_of_the_matrix():
+    sim = synthetic("lowrank").similarity
+    index = torch.tensor([7, 2, 11, 0])
+    full = sim.matrix()
+    torch.testing.assert_close(sim.block(index), full[index][:, index])
+    expected = torch.diag(sim.diagonal) + (sim.alpha / sim.rank) * sim.left @ sim.right.T
+    torch.testing.assert_close(full, expected)
+    stats = similarity_stats(sim)
+    off = full[~torch.eye(N, dtype=torch.bool)].mean()
+    assert stats["s_diag_mean"] == pytest.approx(float(full.diagonal().mean()), rel=1e-5)
+    assert stats["s_offdiag_mean"] == pytest.approx(float(off), rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown similarity 'dense'"):
+        build_similarity("dense", 3, 1, 1.0, torch.Generator())
+
+
+# ------------------------------------------------------------------ matching gradients
+
+
+def grads_after_match(mode: str, kind: str = "lowrank", **overrides):
+    model = RECIPE.build(0)
+    layout = ParameterLayout.of(model)
+    syn = synthetic(kind)
+    matcher = TrajectoryMatcher(model, layout, matching_config(grad_mode=mode, **overrides))
+    trajectory = fake_trajectories()[0]
+    losses = matcher.match(syn, trajectory[0], trajectory[1], torch.Generator().manual_seed(5))
+    return losses, {
+        name: p.grad.clone() for name, p in syn.named_parameters() if p.grad is not None
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides"),
+    [("lowrank", {}), ("full", {"loss": "infonce"}), ("identity", {"merge_branches": True})],
+)
+def test_tesla_equals_unrolled(kind, overrides):
+    tesla_losses, tesla = grads_after_match("tesla", kind, **overrides)
+    unrolled_losses, unrolled = grads_after_match("unrolled", kind, **overrides)
+    assert tesla_losses.keys() == unrolled_losses.keys()
+    for name in tesla_losses:
+        torch.testing.assert_close(tesla_losses[name], unrolled_losses[name])
+    assert tesla.keys() == unrolled.keys()
+    expected = {"images", "texts", "lrs"} | ({"similarity.weight"} if kind == "full" else set())
+    assert expected <= set(tesla)
+    for name in tesla:
+        assert tesla[name].abs().sum() > 0, name
+        torch.testing.assert_close(tesla[name], unrolled[name], rtol=1e-4, atol=1e-7)
+
+
+def saved_tensor_peak(mode: str, steps: int) -> int:
+    """Peak bytes held by autograd for backward during one matching call."""
+    live, peak = [0], [0]
+
+    class Held:
+        def __init__(self, tensor):
+            self.tensor, self.size = tensor, tensor.numel() * tensor.element_size()
+            live[0] += self.size
+            peak[0] = max(peak[0], live[0])
+
+        def __del__(self):
+            live[0] -= self.size
+
+    model = RECIPE.build(0)
+    matcher = TrajectoryMatcher(
+        model, ParameterLayout.of(model), matching_config(grad_mode=mode, syn_steps=steps)
+    )
+    trajectory = fake_trajectories()[0]
+    with torch.autograd.graph.saved_tensors_hooks(Held, lambda held: held.tensor):
+        matcher.match(synthetic(), trajectory[0], trajectory[1], torch.Generator().manual_seed(5))
+    return peak[0]
+
+
+def test_tesla_memory_does_not_grow_with_syn_steps():
+    tesla_2, tesla_8 = saved_tensor_peak("tesla", 2), saved_tensor_peak("tesla", 8)
+    unrolled_2, unrolled_8 = saved_tensor_peak("unrolled", 2), saved_tensor_peak("unrolled", 8)
+    assert tesla_8 < 1.2 * tesla_2
+    assert unrolled_8 > 3 * unrolled_2
+    assert tesla_8 < unrolled_8 / 3
+
+
+# ------------------------------------------------------------------ outer loop
+
+
+def make_distiller(kind="lowrank", seed=1, outer=OUTER) -> Distiller:
+    model = RECIPE.build(0)
+    matcher = TrajectoryMatcher(model, ParameterLayout.of(model), matching_config())
+    bank = ExpertBank(fake_trajectories(), last_needed=2, device=torch.device("cpu"))
+    return Distiller(synthetic(kind), matcher, bank, outer, torch.Generator().manual_seed(seed))
+
+
+def test_checkpoint_resume_is_exact():
+    straight = make_distiller()
+    rows = [straight.step() for _ in range(6)]
+    first = make_distiller()
+    for _ in range(3):
+        first.step()
+    saved = first.state()
+    resumed = make_distiller(seed=999)  # a different generator: the checkpoint must override it
+    resumed.load_state(saved)
+    assert resumed.iteration == 3
+    resumed_rows = [resumed.step() for _ in range(3)]
+    assert resumed_rows == rows[3:]
+    for (name, a), (_, b) in zip(
+        straight.syn.named_parameters(), resumed.syn.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_learning_rates_stay_positive_and_s_moves():
+    outer = OuterConfig(10.0, 10.0, lr_lr=10.0, lr_sim=1.0, momentum=0.5, min_inner_lr=1e-4)
+    distiller = make_distiller(outer=outer)
+    for _ in range(5):
+        row = distiller.step()
+    assert row["lr_image"] >= 0.99e-4  # float32 of the clamp bound
+    assert row["lr_text"] >= 0.99e-4
+    assert row["s_offdiag_mean"] != 0.0
+    identity = make_distiller("identity")
+    row = identity.step()
+    assert row["s_diag_mean"] == 1.0
+    assert row["s_offdiag_mean"] == 0.0
+
+
+def test_non_finite_loss_stops_with_a_clear_message():
+    distiller = make_distiller()
+    with torch.no_grad():
+        distiller.syn.images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(DistillationDivergedError, match="iteration 1"):
+        distiller.step()
+
+
+def test_expert_bank_checks_epochs():
+    with pytest.raises(ValueError, match="max_start_epoch - 1 \\+ expert_epochs"):
+        ExpertBank(fake_trajectories(epochs=2), last_needed=3, device=torch.device("cpu"))
+
+
+def test_init_from_real_pairs():
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    text = torch.arange(30, dtype=torch.float32).view(15, 2)
+    caption_image = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4])
+    pixels, texts, chosen = init_synthetic_pairs(
+        images, text, caption_image, 6, lambda x: x.float() / 255, torch.Generator().manual_seed(0)
+    )
+    assert pixels.shape == (6, 3, 4, 4)
+    torch.testing.assert_close(pixels, images[chosen].float() / 255)
+    for row, image in zip(texts, chosen.tolist(), strict=True):
+        caption = int(row[0].item()) // 2
+        assert caption_image[caption] == image
+    with pytest.raises(ValueError, match="cannot draw 11"):
+        init_synthetic_pairs(images, text, caption_image, 11, lambda x: x, torch.Generator())
