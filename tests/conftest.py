@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.kedro_helpers import make_project_copy
 from tests.tiny_models import tiny_clip  # noqa: F401 - shared fixture
 
 for _name, _value in {
@@ -30,16 +30,7 @@ def project_copy(tmp_path: Path) -> Path:
 
     Pipeline tests run in it so they never touch the repository's own ``data/``.
     """
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
-    (root / "src").mkdir()  # the package itself is imported from the installed project
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
-    for layer in sorted((PROJECT_ROOT / "data").iterdir()):
-        if layer.is_dir():
-            (root / "data" / layer.name).mkdir(parents=True)
-    return root
+    return make_project_copy(tmp_path)
 
 
 def require_flickr8k() -> Path:

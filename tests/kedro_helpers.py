@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_kedro(
@@ -43,3 +46,17 @@ def load_catalog(project: Path, env: str = "test", params: dict | None = None):
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
         return session.load_context().catalog
+
+
+def make_project_copy(tmp_path: Path) -> Path:
+    """Copy ``pyproject.toml`` and ``conf/`` into ``tmp_path/project`` with empty data layers."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
+    (root / "src").mkdir()  # the package itself is imported from the installed project
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    for layer in sorted((PROJECT_ROOT / "data").iterdir()):
+        if layer.is_dir():
+            (root / "data" / layer.name).mkdir(parents=True)
+    return root

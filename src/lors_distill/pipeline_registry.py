@@ -3,15 +3,26 @@
 from kedro.pipeline import Pipeline
 
 from lors_distill import structure
-from lors_distill.pipelines import experts, features, ingestion
+from lors_distill.pipelines import (
+    baselines,
+    distillation,
+    evaluation,
+    experts,
+    features,
+    ingestion,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines; ``__default__`` runs them all in order."""
+    num_experts = structure.num_experts()
     pipelines = {
         "ingestion": ingestion.create_pipeline(),
         "features": features.create_pipeline(),
-        "experts": experts.create_pipeline(num_experts=structure.num_experts()),
+        "experts": experts.create_pipeline(num_experts=num_experts),
+        "distillation": distillation.create_pipeline(num_experts=num_experts),
+        "baselines": baselines.create_pipeline(num_experts=num_experts),
+        "evaluation": evaluation.create_pipeline(num_experts=num_experts),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

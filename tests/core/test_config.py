@@ -2,14 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from lors_distill.core.config import ParameterError, parse_section, validate_parameters
+from lors_distill.core.config import SECTIONS, ParameterError, parse_section, validate_parameters
 from tests.params import base_params
 
 
 @pytest.mark.parametrize("env", [None, "test", "flickr8k"])
 def test_shipped_parameters_validate(env):
     parsed = validate_parameters(base_params(env))
-    assert set(parsed) == {"ingestion", "features", "model", "experts"}
+    assert set(parsed) == set(SECTIONS)
 
 
 def test_base_parameters_validate():

@@ -164,11 +164,86 @@ class ExpertsParams(_Strict):
     eval_batch_size: int = Field(ge=1)
 
 
+class DistillationParams(_Strict):
+    """``distillation`` section: LoRS trajectory matching (PAPER.md section 3)."""
+
+    num_pairs: int = Field(ge=2)
+    iterations: int = Field(ge=1)
+    syn_steps: int = Field(ge=1)
+    expert_epochs: int = Field(ge=1)
+    max_start_epoch: int = Field(ge=1)
+    mini_batch_size: int = Field(ge=2)
+    sim_type: Literal["lowrank", "full", "identity"]
+    rank: int = Field(ge=1)
+    alpha: float
+    loss: Literal["wbce", "bce", "infonce", "cwcl", "kl", "mse"]
+    merge_branches: bool
+    grad_mode: Literal["tesla", "unrolled"]
+    lr_images: float = Field(ge=0.0)
+    lr_texts: float = Field(ge=0.0)
+    lr_lr: float = Field(ge=0.0)
+    lr_sim: float = Field(ge=0.0)
+    momentum: float = Field(ge=0.0, lt=1.0)
+    lr_init: float = Field(gt=0.0)
+    min_inner_lr: float = Field(gt=0.0)
+    init: Literal["real", "noise"]
+    checkpoint_every: int = Field(ge=1)
+    checkpoint_dir: str
+    seed: int = Field(ge=0)
+    device: str
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> DistillationParams:
+        if self.mini_batch_size > self.num_pairs:
+            raise ValueError(
+                f"mini_batch_size ({self.mini_batch_size}) exceeds num_pairs ({self.num_pairs})"
+            )
+        return self
+
+
+class BaselinesParams(_Strict):
+    """``baselines`` section: coresets of the distillation budget (``distillation.num_pairs``)."""
+
+    expert_index: int = Field(ge=0)
+    forgetting_epochs: int = Field(ge=1)
+    forgetting_batch_size: int = Field(ge=2)
+    seed: int = Field(ge=0)
+    device: str
+
+
+class CrossArchParams(_Strict):
+    """``evaluation.cross_arch``: another image encoder to evaluate the LoRS set with."""
+
+    image_encoder: str
+    convnet: ConvNetParams
+
+
+class EvaluationParams(_Strict):
+    """``evaluation`` section: fresh models trained on each set (PAPER.md section 4)."""
+
+    num_eval: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=2)
+    momentum: float = Field(ge=0.0, lt=1.0)
+    weight_decay: float = Field(ge=0.0)
+    lr_decay_epoch: int = Field(ge=0)
+    lr_decay_factor: float = Field(gt=0.0, le=1.0)
+    loss: Literal["wbce", "bce", "infonce", "cwcl", "kl", "mse"]
+    teacher_expert: int = Field(ge=0)
+    cross_arch: CrossArchParams | None
+    external_set: str | None
+    device: str
+
+
 PARAMETER_FILES = {
     "ingestion": "parameters_ingestion.yml",
     "features": "parameters_features.yml",
     "model": "parameters_experts.yml",
     "experts": "parameters_experts.yml",
+    "distillation": "parameters_distillation.yml",
+    "baselines": "parameters_baselines.yml",
+    "evaluation": "parameters_evaluation.yml",
 }
 
 SECTIONS: dict[str, type[_Strict]] = {
@@ -176,6 +251,9 @@ SECTIONS: dict[str, type[_Strict]] = {
     "features": FeaturesParams,
     "model": ModelParams,
     "experts": ExpertsParams,
+    "distillation": DistillationParams,
+    "baselines": BaselinesParams,
+    "evaluation": EvaluationParams,
 }
 
 

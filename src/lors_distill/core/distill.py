@@ -29,11 +29,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from lors_distill.core.bundle import TensorBundle, load_bundle, save_bundle
 from lors_distill.core.flat import ParameterLayout, functional_forward
 from lors_distill.core.losses import soft_loss
 from lors_distill.core.similarity import Similarity, similarity_stats
@@ -359,8 +362,8 @@ class Distiller:
             "start_epoch": start,
             "loss": total,
             **{f"loss_{name}": float(value) for name, value in losses.items()},
-            "lr_image": float(self.syn.lrs[0]),
-            "lr_text": float(self.syn.lrs[1]),
+            "lr_image": float(self.syn.lrs[0].detach()),
+            "lr_text": float(self.syn.lrs[1].detach()),
             **similarity_stats(self.syn.similarity),
         }
         return row
@@ -396,3 +399,52 @@ class Distiller:
                 )
         self.generator.set_state(tensors["generator"])
         self.iteration = int(tensors["iteration"][0])
+
+
+def run_distillation(
+    distiller: Distiller,
+    iterations: int,
+    checkpoint: Path | None = None,
+    every: int = 50,
+    fingerprint: str = "",
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the outer loop to ``iterations``, checkpointing every ``every`` iterations.
+
+    A checkpoint with the same ``fingerprint`` (configuration + experts) is resumed exactly;
+    one from another configuration is ignored (and overwritten at the next checkpoint). When the
+    loss diverges the exception propagates and the last good checkpoint stays on disk.
+
+    Returns:
+        One history row per iteration (all of them, including resumed ones).
+    """
+    history: list[dict[str, Any]] = []
+    if checkpoint is not None and checkpoint.is_file():
+        saved = load_bundle(checkpoint)
+        if saved.metadata.get("fingerprint") == fingerprint:
+            distiller.load_state(saved.tensors)
+            history = list(saved.metadata["history"])
+            logger.info(
+                "resuming distillation at iteration %d from %s", distiller.iteration, checkpoint
+            )
+        else:
+            logger.warning("ignoring %s: it belongs to another configuration", checkpoint)
+    bar = tqdm(
+        total=iterations,
+        initial=distiller.iteration,
+        desc="distillation",
+        disable=not show_progress,
+    )
+    while distiller.iteration < iterations:
+        row = distiller.step()
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr_image']:.3g}/{row['lr_text']:.3g}")
+        done = distiller.iteration == iterations
+        if checkpoint is not None and (distiller.iteration % every == 0 or done):
+            save_bundle(
+                TensorBundle(distiller.state(), {"fingerprint": fingerprint, "history": history}),
+                checkpoint,
+            )
+    bar.close()
+    return history

@@ -6,10 +6,12 @@ import base64
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import torch
 from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
 from lors_distill.core.bundle import TensorBundle, load_bundle, read_bundle_metadata, save_bundle
+from lors_distill.core.data import Normalizer
 from lors_distill.core.images import image_grid, png_bytes
 
 
@@ -63,10 +65,14 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
         path = Path(self._filepath)
         metadata, layout = read_bundle_metadata(path)
         key = self._image_key
-        if key and key in layout and len(layout[key][1]) == 4 and layout[key][0] == "U8":
+        if key and key in layout and len(layout[key][1]) == 4:
             images = load_bundle(path, names=[key]).tensors[key][: self._preview_images]
-            encoded = base64.b64encode(png_bytes(image_grid(images)))
-            return ImagePreview(encoded.decode("utf-8"))
+            if images.dtype != torch.uint8 and "image_mean" in metadata:
+                normalizer = Normalizer(tuple(metadata["image_mean"]), tuple(metadata["image_std"]))
+                images = normalizer.to_uint8(images.float())
+            if images.dtype == torch.uint8:
+                encoded = base64.b64encode(png_bytes(image_grid(images)))
+                return ImagePreview(encoded.decode("utf-8"))
         rows = [[name, dtype, "x".join(map(str, shape))] for name, (dtype, shape) in layout.items()]
         rows += [[f"meta:{k}", "", _short(v)] for k, v in metadata.items()]
         return TablePreview(

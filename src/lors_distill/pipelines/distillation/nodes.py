@@ -1,0 +1,187 @@
+"""Nodes of the ``distillation`` pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from lors_distill.core.bundle import TensorBundle
+from lors_distill.core.config import DistillationParams, parse_section
+from lors_distill.core.data import Normalizer
+from lors_distill.core.device import resolve_device
+from lors_distill.core.distill import (
+    Distiller,
+    ExpertBank,
+    MatchingConfig,
+    OuterConfig,
+    SyntheticSet,
+    TrajectoryMatcher,
+    init_synthetic_pairs,
+    run_distillation,
+)
+from lors_distill.core.distilled import similarity_from_bundle, to_bundle
+from lors_distill.core.flat import ParameterLayout
+from lors_distill.core.models import ModelRecipe
+from lors_distill.core.plots import distillation_curves, similarity_heatmap, synthetic_pairs_figure
+from lors_distill.core.similarity import build_similarity
+
+logger = logging.getLogger(__name__)
+
+
+def _experts_recipe(trajectories: tuple[TensorBundle, ...]) -> tuple[ModelRecipe, ParameterLayout]:
+    if not trajectories:
+        raise ValueError("distillation needs at least one expert trajectory")
+    first = trajectories[0].metadata
+    for other in trajectories[1:]:
+        if other.metadata["model"] != first["model"] or other.metadata["layout"] != first["layout"]:
+            raise ValueError(
+                f"expert {other.metadata['expert_index']} was trained with another model than "
+                f"expert {first['expert_index']}: rerun the experts pipeline"
+            )
+    return ModelRecipe.from_json(first["model"]), ParameterLayout.from_json(first["layout"])
+
+
+def _fingerprint(config: DistillationParams, trajectories: tuple[TensorBundle, ...]) -> str:
+    """Identifies a distillation run (configuration + experts) for checkpoint resumption."""
+    settings = config.model_dump(mode="json", exclude={"checkpoint_every", "checkpoint_dir"})
+    experts = [(t.metadata["seed"], list(t["trajectory"].shape)) for t in trajectories]
+    text = json.dumps([settings, experts], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def matching_config(config: DistillationParams) -> MatchingConfig:
+    return MatchingConfig(
+        syn_steps=config.syn_steps,
+        expert_epochs=config.expert_epochs,
+        max_start_epoch=config.max_start_epoch,
+        mini_batch_size=config.mini_batch_size,
+        loss=config.loss,
+        merge_branches=config.merge_branches,
+        grad_mode=config.grad_mode,
+    )
+
+
+def outer_config(config: DistillationParams) -> OuterConfig:
+    return OuterConfig(
+        lr_images=config.lr_images,
+        lr_texts=config.lr_texts,
+        lr_lr=config.lr_lr,
+        lr_sim=config.lr_sim,
+        momentum=config.momentum,
+        min_inner_lr=config.min_inner_lr,
+    )
+
+
+def distill(
+    train_images: TensorBundle,
+    train_text_features: TensorBundle,
+    params: dict[str, Any],
+    *trajectories: TensorBundle,
+    sim_type: str | None = None,
+) -> tuple[TensorBundle, pd.DataFrame]:
+    """Learn N synthetic pairs, their similarity and two inner learning rates by matching the
+    expert trajectories.
+
+    Args:
+        train_images: the real train images (initialisation).
+        train_text_features: their caption vectors.
+        params: the ``distillation`` parameter section.
+        trajectories: the expert trajectory bundles.
+        sim_type: overrides ``distillation.sim_type`` (``identity`` gives MTT-VL / TESLA-VL).
+
+    Returns:
+        The distilled set (see :mod:`lors_distill.core.distilled`) and the per-iteration history
+        (loss, per-branch losses, learning rates, S statistics).
+    """
+    config = parse_section(
+        "distillation", {**params, **({"sim_type": sim_type} if sim_type else {})}
+    )
+    recipe, layout = _experts_recipe(trajectories)
+    device = resolve_device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    first = trajectories[0]
+    normalizer = Normalizer(tuple(first["image_mean"].tolist()), tuple(first["image_std"].tolist()))
+    images, texts, chosen = init_synthetic_pairs(
+        train_images["images"],
+        train_text_features["embeddings"].float(),
+        train_text_features["image_index"].long(),
+        config.num_pairs,
+        normalizer,
+        generator,
+        config.init,
+    )
+    similarity = build_similarity(
+        config.sim_type, config.num_pairs, config.rank, config.alpha, generator
+    )
+    syn = SyntheticSet(images, texts, config.lr_init, similarity).to(device)
+    model = recipe.build(seed=0).to(device).train()
+    last_needed = config.max_start_epoch - 1 + config.expert_epochs
+    bank = ExpertBank([t["trajectory"] for t in trajectories], last_needed, device)
+    matcher = TrajectoryMatcher(model, layout, matching_config(config))
+    distiller = Distiller(syn, matcher, bank, outer_config(config), generator)
+    fingerprint = _fingerprint(config, trajectories)
+    checkpoint = Path(config.checkpoint_dir) / f"distillation_{fingerprint}.safetensors"
+    logger.info(
+        "distilling %d pairs (%s similarity) from %d experts, %d iterations; checkpoint %s",
+        config.num_pairs,
+        config.sim_type,
+        bank.num_experts,
+        config.iterations,
+        checkpoint,
+    )
+    rows = run_distillation(
+        distiller, config.iterations, checkpoint, config.checkpoint_every, fingerprint
+    )
+    history = pd.DataFrame(rows)
+    distilled = to_bundle(
+        syn,
+        {
+            "method": "lors" if config.sim_type != "identity" else "mtt_vl",
+            "image_mean": list(normalizer.mean),
+            "image_std": list(normalizer.std),
+            "model": recipe.to_json(),
+            "init_images": chosen.tolist(),
+            "config": config.model_dump(mode="json"),
+        },
+    )
+    first_loss = history["loss"].head(10).mean()
+    last_loss = history["loss"].tail(10).mean()
+    logger.info("matching loss %.4f -> %.4f (first/last 10 iterations)", first_loss, last_loss)
+    return distilled, history
+
+
+def report_distillation(
+    distilled: TensorBundle,
+    history: pd.DataFrame,
+    captions: pd.DataFrame,
+    train_text_features: TensorBundle,
+    shown: int = 24,
+) -> tuple[Figure, Figure, Figure]:
+    """The report plots: synthetic images with the nearest real train caption to their text
+    vector, the learned similarity matrix, and the loss / learning-rate curves."""
+    meta = distilled.metadata
+    normalizer = Normalizer(tuple(meta["image_mean"]), tuple(meta["image_std"]))
+    pixels = normalizer.to_uint8(distilled["images"][:shown])
+    train_captions = captions[captions["split"] == "train"]["caption"].tolist()
+    real = F.normalize(train_text_features["embeddings"].float(), dim=1)
+    synthetic = F.normalize(distilled["texts"][:shown].float(), dim=1)
+    nearest = (synthetic @ real.T).argmax(dim=1).tolist()
+    grid = synthetic_pairs_figure(
+        pixels,
+        [train_captions[i] for i in nearest],
+        title=f"{meta['method']}: first {len(nearest)} of {meta['num_pairs']} synthetic pairs "
+        "(caption = nearest real train caption to the synthetic text vector)",
+    )
+    matrix = similarity_from_bundle(distilled).matrix()
+    heatmap = similarity_heatmap(
+        matrix, f"learned similarity S ({meta['sim_type']}, N={meta['num_pairs']})"
+    )
+    return grid, heatmap, distillation_curves(history)

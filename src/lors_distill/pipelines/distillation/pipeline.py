@@ -1,0 +1,40 @@
+"""The ``distillation`` pipeline."""
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Node, Pipeline
+
+from lors_distill.pipelines.distillation.nodes import distill, report_distillation
+
+
+def create_pipeline(num_experts: int = 1, sim_type: str | None = None, **kwargs) -> Pipeline:
+    """Distil from the ``num_experts`` expert trajectories, then draw the report plots.
+
+    ``sim_type`` overrides ``distillation.sim_type`` (the baselines reuse this pipeline with
+    ``identity`` under the ``mtt_vl`` namespace).
+    """
+    func = distill
+    if sim_type:
+        func = update_wrapper(partial(distill, sim_type=sim_type), distill)
+    return Pipeline(
+        [
+            Node(
+                func=func,
+                inputs=[
+                    "train_images",
+                    "train_text_features",
+                    "params:distillation",
+                    *(f"expert_{i}.trajectory" for i in range(num_experts)),
+                ],
+                outputs=["distilled_set", "distillation_history"],
+                name="distill_node",
+            ),
+            Node(
+                func=report_distillation,
+                inputs=["distilled_set", "distillation_history", "captions", "train_text_features"],
+                outputs=["distilled_pairs_plot", "similarity_plot", "distillation_curves_plot"],
+                name="report_distillation_node",
+            ),
+        ],
+        tags="distillation" if sim_type is None else None,
+    )

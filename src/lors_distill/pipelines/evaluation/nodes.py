@@ -1,0 +1,250 @@
+"""Nodes of the ``evaluation`` pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from lors_distill.core.bundle import TensorBundle, load_bundle
+from lors_distill.core.config import EvaluationParams, parse_section
+from lors_distill.core.data import Normalizer
+from lors_distill.core.device import resolve_device
+from lors_distill.core.distilled import similarity_from_bundle
+from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, evaluate_small_set
+from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.retrieval import evaluate_model
+from lors_distill.core.seeding import derive_seed
+from lors_distill.pipelines.baselines.nodes import expert_model
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall")
+SELECTION = "last epoch (no model selection on the test split)"
+
+
+def _training_config(config: EvaluationParams) -> EvalTrainingConfig:
+    return EvalTrainingConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        lr_decay_epoch=config.lr_decay_epoch,
+        lr_decay_factor=config.lr_decay_factor,
+        loss=config.loss,
+    )
+
+
+def summarise_runs(method: str, runs: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
+    """Mean and (population) std over runs, in percent, plus the runs themselves."""
+    frame = pd.DataFrame(runs)[list(METRICS)]
+    return {
+        "method": method,
+        "mean": {k: round(float(v), 4) for k, v in frame.mean().items()},
+        "std": {k: round(float(v), 4) for k, v in frame.std(ddof=0).items()},
+        "runs": runs,
+        **extra,
+    }
+
+
+def evaluate_set(
+    small_set: TensorBundle,
+    test_images: TensorBundle,
+    test_text_features: TensorBundle,
+    params: dict[str, Any],
+    *,
+    method: str,
+    hard_targets: bool = False,
+    cross_arch: bool = False,
+) -> dict[str, Any]:
+    """Train ``evaluation.num_eval`` fresh dual encoders on one set; score each on the test split.
+
+    Args:
+        small_set: a distilled set or a coreset bundle (see :mod:`lors_distill.core.distilled`).
+        hard_targets: use ``S = I`` instead of the set's learned similarity (the ``lors_hard``
+            control).
+        cross_arch: use the image encoder of ``evaluation.cross_arch`` instead of the experts'.
+
+    Returns:
+        ``{"method", "mean", "std", "runs", ...}`` with Recall@K in percent.
+    """
+    config = parse_section("evaluation", params)
+    if cross_arch and config.cross_arch is None:
+        return {"method": method, "skipped": "evaluation.cross_arch is not set"}
+    meta = small_set.metadata
+    recipe = ModelRecipe.from_json(meta["model"])
+    if cross_arch:
+        recipe = ModelRecipe(
+            ImageEncoderSpec(
+                config.cross_arch.image_encoder,
+                recipe.encoder.image_size,
+                False,
+                ConvNetConfig(**config.cross_arch.convnet.model_dump()),
+            ),
+            recipe.text_dim,
+            recipe.dropout,
+            recipe.temperature,
+        )
+    n = small_set["images"].shape[0]
+    targets = torch.eye(n) if hard_targets else similarity_from_bundle(small_set).matrix().detach()
+    data = SmallSet(small_set["images"], small_set["texts"], targets, small_set["lrs"])
+    normalizer = Normalizer(tuple(meta["image_mean"]), tuple(meta["image_std"]))
+    seeds = [derive_seed(config.seed, index) for index in range(config.num_eval)]
+    runs = evaluate_small_set(
+        recipe.build,
+        data,
+        test_images["images"],
+        test_text_features["embeddings"].float(),
+        test_text_features["image_index"].long(),
+        normalizer,
+        _training_config(config),
+        seeds,
+        resolve_device(config.device),
+    )
+    result = summarise_runs(
+        method,
+        runs,
+        num_pairs=n,
+        targets="identity" if hard_targets else meta.get("sim_type", "identity"),
+        image_encoder=recipe.encoder.name,
+        epochs=config.epochs,
+        selection=SELECTION,
+    )
+    logger.info(
+        "%s: mean recall %.2f +/- %.2f",
+        method,
+        result["mean"]["mean_recall"],
+        result["std"]["mean_recall"],
+    )
+    return result
+
+
+def evaluate_external_set(
+    test_images: TensorBundle, test_text_features: TensorBundle, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Evaluate the set at ``evaluation.external_set`` (a run produced elsewhere), if set."""
+    config = parse_section("evaluation", params)
+    if not config.external_set:
+        return {"method": "external", "skipped": "evaluation.external_set is not set"}
+    path = Path(config.external_set)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation.external_set: {path} does not exist")
+    result = evaluate_set(
+        load_bundle(path), test_images, test_text_features, params, method="external"
+    )
+    return {**result, "path": str(path.resolve())}
+
+
+def make_random_teacher_set(
+    random_set: TensorBundle, params: dict[str, Any], *trajectories: TensorBundle
+) -> TensorBundle:
+    """The random coreset with soft targets from a trained expert (``random_teacher`` control).
+
+    ``S_ij`` is the expert's cosine similarity between coreset image ``i`` and text ``j``,
+    min-max scaled over the whole matrix to ``[0, 1]``, with the diagonal set to 1 (each image's
+    own caption stays a full positive). This isolates what soft labels alone are worth.
+    """
+    config = parse_section("evaluation", params)
+    model, _ = expert_model(trajectories[config.teacher_expert])
+    model.eval()
+    with torch.no_grad():
+        cosine = model.encode_image(random_set["images"]) @ model.encode_text(random_set["texts"]).T
+    scaled = (cosine - cosine.min()) / (cosine.max() - cosine.min()).clamp(min=1e-8)
+    scaled.fill_diagonal_(1.0)
+    return TensorBundle(
+        {**random_set.tensors, "similarity.weight": scaled},
+        {
+            **random_set.metadata,
+            "method": "random_teacher",
+            "sim_type": "full",
+            "teacher_expert": config.teacher_expert,
+        },
+    )
+
+
+def evaluate_full_data(
+    test_images: TensorBundle, test_text_features: TensorBundle, *trajectories: TensorBundle
+) -> dict[str, Any]:
+    """The full-data upper bound: every expert after its last epoch, on the test split."""
+    runs = []
+    for trajectory in trajectories:
+        model, normalizer = expert_model(trajectory)
+        runs.append(
+            evaluate_model(
+                model,
+                test_images["images"],
+                test_text_features["embeddings"].float(),
+                test_text_features["image_index"].long(),
+                normalizer,
+                torch.device("cpu"),
+            )
+        )
+    return summarise_runs("full_data", runs, selection="last expert epoch")
+
+
+ORDER = (
+    "lors",
+    "mtt_vl",
+    "random",
+    "herding",
+    "k_center",
+    "forgetting",
+    "lors_hard",
+    "random_teacher",
+    "lors_cross_arch",
+    "external",
+    "full_data",
+)
+
+
+def summarise_evaluation(
+    *results: dict[str, Any],
+) -> tuple[dict[str, float], str, pd.DataFrame, Figure]:
+    """metrics.json, the comparison table (markdown + csv) and the bar chart."""
+    done = sorted(
+        (r for r in results if "skipped" not in r), key=lambda r: ORDER.index(r["method"])
+    )
+    metrics = {
+        f"{r['method']}.{metric}.{stat}": r[stat][metric]
+        for r in done
+        for metric in METRICS
+        for stat in ("mean", "std")
+    }
+    rows = []
+    for r in done:
+        row = {"method": r["method"]}
+        row.update({m: f"{r['mean'][m]:.2f} ± {r['std'][m]:.2f}" for m in METRICS})
+        row["runs"] = len(r["runs"])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    header = "| method | IR@1 | IR@5 | IR@10 | TR@1 | TR@5 | TR@10 | mean | runs |"
+    lines = [header, "|" + "---|" * 9]
+    lines += [
+        "| " + " | ".join([row["method"], *(row[m] for m in METRICS), str(row["runs"])]) + " |"
+        for row in rows
+    ]
+    pairs = {r["num_pairs"] for r in done if "num_pairs" in r}
+    markdown = (
+        f"Recall@K in percent on the test split, mean ± std over fresh models "
+        f"({', '.join(str(p) for p in sorted(pairs))} pairs; {SELECTION}; full_data: the "
+        "experts themselves).\n\n" + "\n".join(lines) + "\n"
+    )
+    figure = Figure(figsize=(8, 4))
+    axis = figure.add_subplot()
+    names = [r["method"] for r in done]
+    means = [r["mean"]["mean_recall"] for r in done]
+    stds = [r["std"]["mean_recall"] for r in done]
+    colours = [
+        "tab:red" if n == "lors" else "tab:grey" if n == "full_data" else "tab:blue" for n in names
+    ]
+    axis.bar(names, means, yerr=stds, capsize=4, color=colours)
+    axis.set_ylabel("mean of IR/TR Recall@1/5/10 (%)")
+    axis.set_title("Retrieval after training on each set (error bars: std over seeds)")
+    axis.tick_params(axis="x", rotation=30)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return metrics, markdown, table, figure

@@ -1,0 +1,70 @@
+"""The ``evaluation`` pipeline: one node per evaluated set, then the comparison."""
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Node, Pipeline
+
+from lors_distill.pipelines.evaluation.nodes import (
+    evaluate_external_set,
+    evaluate_full_data,
+    evaluate_set,
+    make_random_teacher_set,
+    summarise_evaluation,
+)
+
+TEST = ["test_images", "test_text_features", "params:evaluation"]
+
+# method -> (set dataset, options)
+SETS = {
+    "lors": ("distilled_set", {}),
+    "mtt_vl": ("mtt_vl.distilled_set", {}),
+    "random": ("random_set", {}),
+    "herding": ("herding_set", {}),
+    "k_center": ("k_center_set", {}),
+    "forgetting": ("forgetting_set", {}),
+    "lors_hard": ("distilled_set", {"hard_targets": True}),
+    "random_teacher": ("random_teacher_set", {}),
+    "lors_cross_arch": ("distilled_set", {"cross_arch": True}),
+}
+
+
+def _evaluate_node(method: str, dataset: str, options: dict) -> Node:
+    func = update_wrapper(partial(evaluate_set, method=method, **options), evaluate_set)
+    return Node(
+        func=func,
+        inputs=[dataset, *TEST],
+        outputs=f"{method}_evaluation",
+        name=f"evaluate_{method}_node",
+    )
+
+
+def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
+    trajectories = [f"expert_{i}.trajectory" for i in range(num_experts)]
+    nodes = [
+        Node(
+            func=make_random_teacher_set,
+            inputs=["random_set", "params:evaluation", *trajectories],
+            outputs="random_teacher_set",
+            name="make_random_teacher_set_node",
+        ),
+        *(_evaluate_node(method, dataset, options) for method, (dataset, options) in SETS.items()),
+        Node(
+            func=evaluate_external_set,
+            inputs=TEST,
+            outputs="external_evaluation",
+            name="evaluate_external_node",
+        ),
+        Node(
+            func=evaluate_full_data,
+            inputs=["test_images", "test_text_features", *trajectories],
+            outputs="full_data_evaluation",
+            name="evaluate_full_data_node",
+        ),
+        Node(
+            func=summarise_evaluation,
+            inputs=[f"{m}_evaluation" for m in [*SETS, "external", "full_data"]],
+            outputs=["metrics", "comparison_table_md", "comparison_table", "recall_bar_plot"],
+            name="summarise_evaluation_node",
+        ),
+    ]
+    return Pipeline(nodes, tags="evaluation")

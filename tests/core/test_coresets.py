@@ -1,0 +1,54 @@
+import torch
+
+from lors_distill.core.coresets import (
+    first_captions,
+    random_captions,
+    select_forgetting,
+    select_herding,
+    select_k_center,
+)
+from lors_distill.core.data import ImageTextSplit
+
+
+def test_k_center_picks_spread_points():
+    # two tight clusters far apart plus one outlier: 3 centers must hit all three groups
+    cluster_a = torch.randn(20, 2) * 0.01
+    cluster_b = torch.randn(20, 2) * 0.01 + torch.tensor([10.0, 0.0])
+    outlier = torch.tensor([[0.0, 50.0]])
+    features = torch.cat([cluster_a, cluster_b, outlier])
+    chosen = select_k_center(features, 3, torch.Generator().manual_seed(0)).tolist()
+    groups = {0 if i < 20 else 1 if i < 40 else 2 for i in chosen}
+    assert groups == {0, 1, 2}
+    assert len(set(chosen)) == 3
+
+
+def test_herding_matches_the_mean_better_than_random():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(500, 8, generator=generator) + torch.linspace(0, 3, 8)
+    target = features.mean(0)
+    chosen = select_herding(features, 10)
+    assert len(set(chosen.tolist())) == 10
+    herding_error = (features[chosen].mean(0) - target).norm()
+    random_errors = [
+        (features[torch.randperm(500, generator=generator)[:10]].mean(0) - target).norm()
+        for _ in range(50)
+    ]
+    assert herding_error < min(random_errors)
+
+
+def test_forgetting_prefers_most_forgotten():
+    events = torch.tensor([0, 3, 1, 3, 2, 0])
+    chosen = select_forgetting(events, 3, torch.Generator().manual_seed(0)).tolist()
+    assert set(chosen[:2]) == {1, 3}
+    assert chosen[2] == 4
+
+
+def test_caption_choices_belong_to_their_image():
+    split = ImageTextSplit(
+        torch.zeros(3, 3, 2, 2, dtype=torch.uint8),
+        torch.randn(7, 4),
+        torch.tensor([2, 0, 1, 0, 2, 1, 0]),
+    )
+    assert first_captions(split).tolist() == [1, 2, 0]
+    picks = random_captions(split, torch.Generator().manual_seed(1))
+    assert split.caption_image[picks].tolist() == [0, 1, 2]

@@ -1,0 +1,60 @@
+import pandas as pd
+import pytest
+import torch
+
+from lors_distill.core.bundle import load_bundle
+from lors_distill.core.distilled import from_bundle, similarity_from_bundle, to_bundle
+from tests.kedro_helpers import make_project_copy, run_kedro
+
+DISTILLED = "data/07_model_output/distilled_set.safetensors"
+HISTORY = "data/08_reporting/distillation_history.csv"
+
+
+@pytest.fixture(scope="module")
+def experts_project(tmp_path_factory):
+    """A test-env project with ingestion, features and experts done once for this module."""
+    project = make_project_copy(tmp_path_factory.mktemp("distillation"))
+    run_kedro(project, ["ingestion", "features", "experts"])
+    return project
+
+
+def test_lowrank_distillation_lowers_the_loss_and_learns_s(experts_project):
+    project = experts_project
+    run_kedro(project, ["distillation"])
+    history = pd.read_csv(project / HISTORY)
+    assert len(history) == 12  # test env: 12 iterations
+    assert history["loss"].tail(4).mean() < 0.85 * history["loss"].head(4).mean()
+    distilled = load_bundle(project / DISTILLED)
+    assert distilled.metadata["method"] == "lors"
+    assert distilled["images"].shape == (12, 3, 16, 16)
+    assert distilled["texts"].shape == (12, 384)
+    matrix = similarity_from_bundle(distilled).matrix()
+    assert (matrix - torch.eye(12)).abs().max() > 1e-3  # S moved away from I
+    assert (distilled["lrs"] > 0).all()
+    # outputs load back identically: bundle -> synthetic set -> bundle
+    again = to_bundle(from_bundle(distilled), {})
+    for name, tensor in distilled.tensors.items():
+        assert torch.equal(again[name], tensor), name
+    for plot in ("distilled_pairs", "similarity", "distillation_curves"):
+        assert (project / f"data/08_reporting/{plot}.png").read_bytes()[:4] == b"\x89PNG"
+
+    # a rerun resumes from the final checkpoint: no new iteration, the same set
+    before = (project / DISTILLED).read_bytes()
+    run_kedro(project, ["distillation"])
+    assert (project / DISTILLED).read_bytes() == before
+    assert len(pd.read_csv(project / HISTORY)) == 12
+
+
+@pytest.mark.parametrize("sim_type", ["full", "identity"])
+def test_other_similarities(experts_project, sim_type):
+    project = experts_project
+    run_kedro(project, ["distillation"], params={"distillation": {"sim_type": sim_type}})
+    distilled = load_bundle(project / DISTILLED)
+    matrix = similarity_from_bundle(distilled).matrix()
+    if sim_type == "identity":
+        assert distilled.metadata["method"] == "mtt_vl"
+        assert torch.equal(matrix, torch.eye(12))
+        assert not any(name.startswith("similarity.") for name in distilled.tensors)
+    else:
+        assert distilled["similarity.weight"].shape == (12, 12)
+        assert (matrix - torch.eye(12)).abs().max() > 1e-3

@@ -1,0 +1,104 @@
+"""The whole ``__default__`` pipeline in the ``test`` environment, end to end."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from lors_distill.core.bundle import load_bundle
+from lors_distill.core.data import Normalizer
+from lors_distill.core.distilled import similarity_from_bundle
+from tests.kedro_helpers import make_project_copy, run_kedro
+
+METHODS = ["lors", "mtt_vl", "random", "herding", "k_center", "forgetting", "full_data"]
+CONTROLS = ["lors_hard", "random_teacher"]
+METRICS = ["ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    project = make_project_copy(tmp_path_factory.mktemp("e2e"))
+    run_kedro(project)  # __default__
+    return project
+
+
+@pytest.mark.slow
+def test_metrics_json_keys_and_values(finished):
+    metrics = json.loads((finished / "data/08_reporting/metrics.json").read_text())
+    expected = {
+        f"{m}.{k}.{s}" for m in METHODS + CONTROLS for k in METRICS for s in ("mean", "std")
+    }
+    assert set(metrics) == expected  # cross-arch and external are off by default
+    assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in metrics.values())
+    for method in METHODS + CONTROLS:
+        recalls = [metrics[f"{method}.{k}.mean"] for k in METRICS[:-1]]
+        assert metrics[f"{method}.mean_recall.mean"] == pytest.approx(sum(recalls) / 6, abs=1e-3)
+        assert metrics[f"{method}.ir@1.mean"] <= metrics[f"{method}.ir@10.mean"]
+    report = json.loads((finished / "data/08_reporting/evaluation/lors.json").read_text())
+    assert len(report["runs"]) == 2  # test env: num_eval 2
+    assert report["selection"].startswith("last epoch")
+    table = pd.read_csv(finished / "data/08_reporting/comparison_table.csv")
+    assert table["method"].tolist() == [
+        "lors",
+        "mtt_vl",
+        "random",
+        "herding",
+        "k_center",
+        "forgetting",
+        "lors_hard",
+        "random_teacher",
+        "full_data",
+    ]
+    markdown = (finished / "data/08_reporting/comparison_table.md").read_text()
+    assert "| lors |" in markdown
+    assert "last epoch" in markdown
+    assert (finished / "data/08_reporting/recall_bar.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_baseline_sets_are_what_they_claim(finished):
+    train_images = load_bundle(finished / "data/02_intermediate/train_images.safetensors")
+    features = load_bundle(finished / "data/04_feature/train_text_features.safetensors")
+    for method in ["random", "herding", "k_center", "forgetting"]:
+        coreset = load_bundle(finished / f"data/07_model_output/{method}_set.safetensors")
+        chosen = torch.tensor(coreset.metadata["train_image_indices"])
+        assert coreset["images"].shape[0] == 12  # distillation.num_pairs in the test env
+        assert len(set(chosen.tolist())) == 12
+        normalizer = Normalizer(
+            tuple(coreset.metadata["image_mean"]), tuple(coreset.metadata["image_std"])
+        )
+        torch.testing.assert_close(coreset["images"], normalizer(train_images["images"][chosen]))
+        for row, image in zip(coreset["texts"], chosen.tolist(), strict=True):
+            match = (features["embeddings"] == row).all(dim=1).nonzero().flatten()
+            assert image in features["image_index"][match].tolist()  # one of its own captions
+        assert torch.equal(similarity_from_bundle(coreset).matrix(), torch.eye(12))
+    mtt_vl = load_bundle(finished / "data/07_model_output/mtt_vl_distilled_set.safetensors")
+    assert mtt_vl.metadata["method"] == "mtt_vl"
+    assert mtt_vl.metadata["sim_type"] == "identity"
+    teacher = load_bundle(finished / "data/07_model_output/random_teacher_set.safetensors")
+    soft = similarity_from_bundle(teacher).matrix()
+    assert torch.equal(soft.diagonal(), torch.ones(12))
+    assert 0.0 <= float(soft.min()) < float(soft.max()) <= 1.0
+
+
+@pytest.mark.slow
+def test_external_set_and_cross_architecture(finished):
+    """An external set (here: this run's own LoRS file) gets exactly the LoRS numbers."""
+    distilled = finished / "data/07_model_output/distilled_set.safetensors"
+    params = {
+        "evaluation": {
+            "external_set": str(distilled),
+            "cross_arch": {
+                "image_encoder": "convnet",
+                "convnet": {"width": 12, "depth": 2, "norm": "instancenorm"},
+            },
+        }
+    }
+    run_kedro(finished, ["evaluation"], params=params)
+    metrics = json.loads((finished / "data/08_reporting/metrics.json").read_text())
+    for metric in METRICS:
+        assert metrics[f"external.{metric}.mean"] == metrics[f"lors.{metric}.mean"]
+    cross = json.loads((finished / "data/08_reporting/evaluation/lors_cross_arch.json").read_text())
+    assert cross["image_encoder"] == "convnet"
+    assert "lors_cross_arch.mean_recall.mean" in metrics
