@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from lors_distill.core.bundle import load_bundle
 from lors_distill.core.distill import (
     DistillationDivergedError,
     Distiller,
@@ -10,6 +11,7 @@ from lors_distill.core.distill import (
     SyntheticSet,
     TrajectoryMatcher,
     init_synthetic_pairs,
+    run_distillation,
 )
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
@@ -231,3 +233,30 @@ def test_init_from_real_pairs():
         assert caption_image[caption] == image
     with pytest.raises(ValueError, match="cannot draw 11"):
         init_synthetic_pairs(images, text, caption_image, 11, lambda x: x, torch.Generator())
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    distiller = make_distiller()
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    healthy_step = distiller.step
+
+    def step_that_breaks_after_two():
+        if distiller.iteration == 2:
+            with torch.no_grad():
+                distiller.syn.images[0, 0, 0, 0] = float("nan")
+        return healthy_step()
+
+    distiller.step = step_that_breaks_after_two
+    with pytest.raises(DistillationDivergedError, match="iteration 3"):
+        run_distillation(distiller, 6, checkpoint, every=2, fingerprint="f", show_progress=False)
+    saved = load_bundle(checkpoint)
+    assert int(saved["iteration"][0]) == 2
+    assert torch.isfinite(saved["syn.images"]).all()
+    assert len(saved.metadata["history"]) == 2
+    # the same configuration resumes from it; another configuration ignores it
+    resumed = make_distiller()
+    rows = run_distillation(resumed, 3, checkpoint, every=2, fingerprint="f", show_progress=False)
+    assert [row["iteration"] for row in rows] == [1, 2, 3]
+    fresh = make_distiller()
+    rows = run_distillation(fresh, 1, checkpoint, every=5, fingerprint="g", show_progress=False)
+    assert [row["iteration"] for row in rows] == [1]

@@ -4,6 +4,7 @@ from lors_distill.core.data import Normalizer
 from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, evaluate_small_set
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
 from lors_distill.core.retrieval import evaluate_model
+from lors_distill.core.similarity import IdentitySimilarity
 from tests.core.test_experts import scene_split
 
 RECIPE = ModelRecipe(
@@ -26,7 +27,9 @@ def test_training_on_a_small_set_fits_it():
     normalizer = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     order, offsets, _ = train.captions_by_image()
     texts = train.text[order[offsets]]
-    small = SmallSet(normalizer(train.images), texts, torch.eye(96), torch.tensor([0.05, 0.05]))
+    small = SmallSet(
+        normalizer(train.images), texts, IdentitySimilarity(96), torch.tensor([0.05, 0.05])
+    )
     own = torch.arange(96)
 
     def recall(model):

@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -35,6 +37,9 @@ def test_lowrank_distillation_lowers_the_loss_and_learns_s(experts_project):
     again = to_bundle(from_bundle(distilled), {})
     for name, tensor in distilled.tensors.items():
         assert torch.equal(again[name], tensor), name
+    summary = json.loads((project / "data/07_model_output/distilled_set.json").read_text())
+    assert summary["learned_lrs"] == pytest.approx(distilled["lrs"].tolist())
+    assert summary["tensors"]["similarity.left"] == [12, 3]
     for plot in ("distilled_pairs", "similarity", "distillation_curves"):
         assert (project / f"data/08_reporting/{plot}.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -7,8 +7,9 @@ file or a ``--params`` override fails before any node runs, naming the parameter
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -186,6 +187,7 @@ class DistillationParams(_Strict):
     momentum: float = Field(ge=0.0, lt=1.0)
     lr_init: float = Field(gt=0.0)
     min_inner_lr: float = Field(gt=0.0)
+    temperature: float | None = Field(gt=0.0)
     init: Literal["real", "noise"]
     checkpoint_every: int = Field(ge=1)
     checkpoint_dir: str
@@ -255,6 +257,16 @@ SECTIONS: dict[str, type[_Strict]] = {
     "baselines": BaselinesParams,
     "evaluation": EvaluationParams,
 }
+
+
+T = TypeVar("T")
+
+
+def to_dataclass(cls: type[T], params: BaseModel, **overrides: Any) -> T:
+    """Build the core dataclass ``cls`` from the same-named fields of a parameter object."""
+    values = params.model_dump()
+    names = [f.name for f in fields(cls) if f.name not in overrides]  # type: ignore[arg-type]
+    return cls(**{name: values[name] for name in names}, **overrides)
 
 
 def _format_errors(section: str, error: ValidationError) -> str:

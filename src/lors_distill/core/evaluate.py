@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from lors_distill.core.losses import soft_loss
 from lors_distill.core.models import DualEncoder
 from lors_distill.core.retrieval import evaluate_model
+from lors_distill.core.similarity import Similarity
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,13 @@ class SmallSet:
     Attributes:
         images: ``(N, 3, S, S)`` float32 in the model's normalised pixel space.
         texts: ``(N, d)`` frozen text vectors.
-        targets: ``(N, N)`` soft targets ``S`` (identity for one-hot).
+        similarity: the soft targets ``S`` (identity for one-hot); mini-batches use ``S[B, B]``.
         lrs: ``(2,)`` learning rates for the image encoder and the text head.
     """
 
     images: torch.Tensor
     texts: torch.Tensor
-    targets: torch.Tensor
+    similarity: Similarity
     lrs: torch.Tensor
 
 
@@ -74,7 +75,7 @@ def train_on_small_set(
         optimizer, milestones=[config.lr_decay_epoch], gamma=config.lr_decay_factor
     )
     images, texts = data.images.to(device), data.texts.to(device)
-    targets = data.targets.to(device)
+    similarity = data.similarity.to(device)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     with torch.random.fork_rng(devices=[]):
@@ -85,7 +86,9 @@ def train_on_small_set(
             for batch in order.split(config.batch_size):
                 batch = batch.to(device)
                 logits = model(images[batch], texts[batch])
-                loss = loss_fn(logits, targets[batch][:, batch])
+                with torch.no_grad():
+                    targets = similarity.block(batch)
+                loss = loss_fn(logits, targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

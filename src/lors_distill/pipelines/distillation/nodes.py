@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import DistillationParams, parse_section
+from lors_distill.core.config import DistillationParams, parse_section, to_dataclass
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.distill import (
@@ -31,7 +32,7 @@ from lors_distill.core.distilled import similarity_from_bundle, to_bundle
 from lors_distill.core.flat import ParameterLayout
 from lors_distill.core.models import ModelRecipe
 from lors_distill.core.plots import distillation_curves, similarity_heatmap, synthetic_pairs_figure
-from lors_distill.core.similarity import build_similarity
+from lors_distill.core.similarity import build_similarity, similarity_stats
 
 logger = logging.getLogger(__name__)
 
@@ -57,36 +58,13 @@ def _fingerprint(config: DistillationParams, trajectories: tuple[TensorBundle, .
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def matching_config(config: DistillationParams) -> MatchingConfig:
-    return MatchingConfig(
-        syn_steps=config.syn_steps,
-        expert_epochs=config.expert_epochs,
-        max_start_epoch=config.max_start_epoch,
-        mini_batch_size=config.mini_batch_size,
-        loss=config.loss,
-        merge_branches=config.merge_branches,
-        grad_mode=config.grad_mode,
-    )
-
-
-def outer_config(config: DistillationParams) -> OuterConfig:
-    return OuterConfig(
-        lr_images=config.lr_images,
-        lr_texts=config.lr_texts,
-        lr_lr=config.lr_lr,
-        lr_sim=config.lr_sim,
-        momentum=config.momentum,
-        min_inner_lr=config.min_inner_lr,
-    )
-
-
 def distill(
     train_images: TensorBundle,
     train_text_features: TensorBundle,
     params: dict[str, Any],
     *trajectories: TensorBundle,
     sim_type: str | None = None,
-) -> tuple[TensorBundle, pd.DataFrame]:
+) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
     """Learn N synthetic pairs, their similarity and two inner learning rates by matching the
     expert trajectories.
 
@@ -98,13 +76,16 @@ def distill(
         sim_type: overrides ``distillation.sim_type`` (``identity`` gives MTT-VL / TESLA-VL).
 
     Returns:
-        The distilled set (see :mod:`lors_distill.core.distilled`) and the per-iteration history
-        (loss, per-branch losses, learning rates, S statistics).
+        The distilled set (see :mod:`lors_distill.core.distilled`), its metadata as JSON (also in
+        the safetensors header) and the per-iteration history (loss, per-branch losses, learning
+        rates, S statistics).
     """
     config = parse_section(
         "distillation", {**params, **({"sim_type": sim_type} if sim_type else {})}
     )
     recipe, layout = _experts_recipe(trajectories)
+    if config.temperature is not None:
+        recipe = replace(recipe, temperature=config.temperature)
     device = resolve_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     first = trajectories[0]
@@ -125,8 +106,8 @@ def distill(
     model = recipe.build(seed=0).to(device).train()
     last_needed = config.max_start_epoch - 1 + config.expert_epochs
     bank = ExpertBank([t["trajectory"] for t in trajectories], last_needed, device)
-    matcher = TrajectoryMatcher(model, layout, matching_config(config))
-    distiller = Distiller(syn, matcher, bank, outer_config(config), generator)
+    matcher = TrajectoryMatcher(model, layout, to_dataclass(MatchingConfig, config))
+    distiller = Distiller(syn, matcher, bank, to_dataclass(OuterConfig, config), generator)
     fingerprint = _fingerprint(config, trajectories)
     checkpoint = Path(config.checkpoint_dir) / f"distillation_{fingerprint}.safetensors"
     logger.info(
@@ -155,7 +136,15 @@ def distill(
     first_loss = history["loss"].head(10).mean()
     last_loss = history["loss"].tail(10).mean()
     logger.info("matching loss %.4f -> %.4f (first/last 10 iterations)", first_loss, last_loss)
-    return distilled, history
+    summary = {
+        **distilled.metadata,
+        "learned_lrs": distilled["lrs"].tolist(),
+        **similarity_stats(syn.similarity),
+        "matching_loss_first10": float(first_loss),
+        "matching_loss_last10": float(last_loss),
+        "tensors": {name: list(t.shape) for name, t in distilled.tensors.items()},
+    }
+    return distilled, summary, history
 
 
 def report_distillation(

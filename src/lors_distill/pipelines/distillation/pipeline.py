@@ -26,7 +26,7 @@ def create_pipeline(num_experts: int = 1, sim_type: str | None = None, **kwargs)
                     "params:distillation",
                     *(f"expert_{i}.trajectory" for i in range(num_experts)),
                 ],
-                outputs=["distilled_set", "distillation_history"],
+                outputs=["distilled_set", "distilled_set_metadata", "distillation_history"],
                 name="distill_node",
             ),
             Node(

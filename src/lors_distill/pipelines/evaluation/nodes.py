@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from lors_distill.core.bundle import TensorBundle, load_bundle
-from lors_distill.core.config import EvaluationParams, parse_section
+from lors_distill.core.config import parse_section, to_dataclass
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.distilled import similarity_from_bundle
@@ -19,24 +19,13 @@ from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, evaluate_sm
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
 from lors_distill.core.retrieval import evaluate_model
 from lors_distill.core.seeding import derive_seed
+from lors_distill.core.similarity import IdentitySimilarity
 from lors_distill.pipelines.baselines.nodes import expert_model
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall")
 SELECTION = "last epoch (no model selection on the test split)"
-
-
-def _training_config(config: EvaluationParams) -> EvalTrainingConfig:
-    return EvalTrainingConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        lr_decay_epoch=config.lr_decay_epoch,
-        lr_decay_factor=config.lr_decay_factor,
-        loss=config.loss,
-    )
 
 
 def summarise_runs(method: str, runs: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
@@ -90,8 +79,8 @@ def evaluate_set(
             recipe.temperature,
         )
     n = small_set["images"].shape[0]
-    targets = torch.eye(n) if hard_targets else similarity_from_bundle(small_set).matrix().detach()
-    data = SmallSet(small_set["images"], small_set["texts"], targets, small_set["lrs"])
+    similarity = IdentitySimilarity(n) if hard_targets else similarity_from_bundle(small_set)
+    data = SmallSet(small_set["images"], small_set["texts"], similarity, small_set["lrs"])
     normalizer = Normalizer(tuple(meta["image_mean"]), tuple(meta["image_std"]))
     seeds = [derive_seed(config.seed, index) for index in range(config.num_eval)]
     runs = evaluate_small_set(
@@ -101,7 +90,7 @@ def evaluate_set(
         test_text_features["embeddings"].float(),
         test_text_features["image_index"].long(),
         normalizer,
-        _training_config(config),
+        to_dataclass(EvalTrainingConfig, config),
         seeds,
         resolve_device(config.device),
     )

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from lors_distill.core.augment import AugmentConfig
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import ExpertsParams, ModelParams, parse_section
+from lors_distill.core.config import ExpertsParams, ModelParams, parse_section, to_dataclass
 from lors_distill.core.data import ImageTextSplit, Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.experts import ExpertTrainingConfig, train_expert
@@ -48,19 +48,8 @@ def model_recipe(model: ModelParams, image_size: int, text_dim: int) -> ModelRec
 
 
 def training_config(experts: ExpertsParams) -> ExpertTrainingConfig:
-    augment = experts.augment
-    return ExpertTrainingConfig(
-        epochs=experts.epochs,
-        batch_size=experts.batch_size,
-        lr_image=experts.lr_image,
-        lr_text=experts.lr_text,
-        momentum=experts.momentum,
-        weight_decay=experts.weight_decay,
-        captions_per_epoch=experts.captions_per_epoch,
-        augment=AugmentConfig(**augment.model_dump()),
-        mixed_precision=experts.mixed_precision,
-        eval_batch_size=experts.eval_batch_size,
-    )
+    augment = AugmentConfig(**experts.augment.model_dump())
+    return to_dataclass(ExpertTrainingConfig, experts, augment=augment)
 
 
 def train_one_expert(
