@@ -29,16 +29,19 @@ def run_kedro(
     against it, as they are for a user running ``kedro run`` in the project folder.
     """
     bootstrap_project(project)
+    status = "FAILED"
     try:
         with (
             contextlib.chdir(project),
             KedroSession.create(project_path=project, env=env, runtime_params=params) as session,
         ):
-            return session.run(pipeline_names=pipelines, **run_args)
+            outputs = session.run(pipeline_names=pipelines, **run_args)
+        status = "FINISHED"
+        return outputs
     finally:
-        # A CLI run is one process; here many runs share one, so close what a failed run left.
+        # A CLI run is one process; here many runs share one, so close what a run left open.
         while mlflow.active_run():
-            mlflow.end_run("FAILED")
+            mlflow.end_run(status)
 
 
 def load_catalog(project: Path, env: str = "test", params: dict | None = None):
@@ -55,6 +58,13 @@ def make_project_copy(tmp_path: Path) -> Path:
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
     (root / "src").mkdir()  # the package itself is imported from the installed project
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    # MLflow caches one store per URI string: give each copy its own absolute sqlite path
+    mlflow_yml = root / "conf" / "base" / "mlflow.yml"
+    key = "mlflow_tracking_uri: sqlite:///mlflow.db"
+    absolute = f"mlflow_tracking_uri: sqlite:///{(root / 'mlflow.db').as_posix()}"
+    text = mlflow_yml.read_text()
+    assert key in text, f"{mlflow_yml} no longer has '{key}'"
+    mlflow_yml.write_text(text.replace(key, absolute))
     (root / "conf" / "local").mkdir()
     for layer in sorted((PROJECT_ROOT / "data").iterdir()):
         if layer.is_dir():

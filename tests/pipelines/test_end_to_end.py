@@ -1,10 +1,12 @@
 """The whole ``__default__`` pipeline in the ``test`` environment, end to end."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from lors_distill.core.bundle import load_bundle
 from lors_distill.core.data import Normalizer
@@ -54,6 +56,36 @@ def test_metrics_json_keys_and_values(finished):
     assert "| lors |" in markdown
     assert "last epoch" in markdown
     assert (finished / "data/08_reporting/recall_bar.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_mlflow_run_has_params_histories_metrics_and_artifacts(finished):
+    client = MlflowClient(tracking_uri=f"sqlite:///{finished / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lors_distill")
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.info.run_name == "__default__"
+    ]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["distillation.num_pairs"] == "12"
+    assert run.data.params["experts.num_experts"] == "2"
+    history = client.get_metric_history(run.info.run_id, "distillation.loss")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 13))
+    csv = pd.read_csv(finished / "data/08_reporting/distillation_history.csv")
+    by_step = {m.step: m.value for m in history}
+    assert by_step[12] == pytest.approx(csv["loss"].iloc[-1])
+    assert len(client.get_metric_history(run.info.run_id, "experts.expert_1.train_loss")) == 3
+    metrics = json.loads((finished / "data/08_reporting/metrics.json").read_text())
+    assert run.data.metrics["lors.mean_recall.mean"] == pytest.approx(
+        metrics["lors.mean_recall.mean"]
+    )
+    assert run.data.metrics["random.ir_at_1.mean"] == pytest.approx(metrics["random.ir@1.mean"])
+    plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"similarity.png", "distilled_pairs.png", "recall_bar.png", "experts_loss.png"} <= plots
+    distilled = [a.path for a in client.list_artifacts(run.info.run_id, "distilled")]
+    assert distilled == ["distilled/distilled_set.safetensors"]
 
 
 @pytest.mark.slow

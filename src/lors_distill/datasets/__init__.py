@@ -1,5 +1,18 @@
 """Custom Kedro datasets (safetensors bundles with kedro-viz previews)."""
 
 from lors_distill.datasets.tensor_bundle_dataset import TensorBundleDataset, TrajectoryDataset
+from lors_distill.datasets.tracked import (
+    TrackedCSVDataset,
+    TrackedJSONDataset,
+    TrackedMatplotlibDataset,
+    TrackedTextDataset,
+)
 
-__all__ = ["TensorBundleDataset", "TrajectoryDataset"]
+__all__ = [
+    "TensorBundleDataset",
+    "TrackedCSVDataset",
+    "TrackedJSONDataset",
+    "TrackedMatplotlibDataset",
+    "TrackedTextDataset",
+    "TrajectoryDataset",
+]

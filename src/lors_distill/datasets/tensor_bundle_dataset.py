@@ -13,14 +13,17 @@ from kedro_datasets._typing import ImagePreview, TablePreview
 from lors_distill.core.bundle import TensorBundle, load_bundle, read_bundle_metadata, save_bundle
 from lors_distill.core.data import Normalizer
 from lors_distill.core.images import image_grid, png_bytes
+from lors_distill.datasets.tracked import log_artifact
 
 
 class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
     """Named tensors + JSON metadata in one ``.safetensors`` file. Loading never unpickles.
 
     Writes are atomic (temporary file, then rename), so an interrupted run leaves either the old
-    file or the new one. For kedro-viz, ``preview()`` shows an image grid when the bundle holds a
-    ``(N, 3, H, W)`` uint8 tensor named by ``image_key`` and a table of tensors otherwise.
+    file or the new one. With ``artifact_path`` the file is also logged to the active MLflow run.
+    For kedro-viz, ``preview()`` shows an image grid when the bundle holds a ``(N, 3, H, W)``
+    image tensor named by ``image_key`` (float ones are de-normalised with the metadata's
+    ``image_mean``/``image_std``) and a table of tensors otherwise.
 
     Example ``catalog.yml`` entry::
 
@@ -36,9 +39,11 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
         filepath: str,
         image_key: str | None = None,
         preview_images: int = 64,
+        artifact_path: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._filepath = PurePosixPath(filepath)
+        self._artifact_path = artifact_path
         self._image_key = image_key
         self._preview_images = preview_images
         self.metadata = metadata
@@ -53,6 +58,7 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
         if not isinstance(data, TensorBundle):
             raise DatasetError(f"{self._filepath}: expected a TensorBundle, got {type(data)}")
         save_bundle(data, Path(self._filepath))
+        log_artifact(self._filepath, self._artifact_path)
 
     def _exists(self) -> bool:
         return Path(self._filepath).is_file()

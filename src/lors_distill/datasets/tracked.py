@@ -1,0 +1,132 @@
+"""Local files that are also logged to the active MLflow run (metric histories, metrics, files).
+
+DVC and the notebooks read the local file; MLflow gets the same numbers as metrics with steps,
+in batches (one request per 1,000 values, not one per value). Without an active run (tracking
+disabled) they behave exactly like the plain datasets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import PurePosixPath
+from typing import Any
+
+import mlflow
+import pandas as pd
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.matplotlib import MatplotlibDataset
+from kedro_datasets.pandas import CSVDataset
+from kedro_datasets.text import TextDataset
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+_BATCH = 1000
+
+
+def log_metrics(values: list[tuple[str, float, int]]) -> int:
+    """Log ``(key, value, step)`` triples to the active run; returns how many were logged."""
+    run = mlflow.active_run()
+    if run is None:
+        return 0
+    stamp = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), stamp, int(step))
+        for key, value, step in values
+        if value is not None and math.isfinite(float(value))
+    ]
+    client = MlflowClient()
+    for start in range(0, len(metrics), _BATCH):
+        client.log_batch(run.info.run_id, metrics=metrics[start : start + _BATCH])
+    return len(metrics)
+
+
+class TrackedCSVDataset(CSVDataset):
+    """A CSV table whose numeric columns are also logged as MLflow metric histories.
+
+    Args:
+        step_column: the column giving each row's step (e.g. ``iteration``).
+        prefix: metric names are ``<prefix>.<column>``.
+        group_column: optional column splitting the table into separate histories
+            (``<prefix>.<group>.<column>``, e.g. one loss curve per expert).
+    """
+
+    def __init__(
+        self,
+        *,
+        step_column: str,
+        prefix: str,
+        group_column: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._step_column = step_column
+        self._prefix = prefix
+        self._group_column = group_column
+
+    def save(self, data: pd.DataFrame) -> None:
+        super().save(data)
+        skip = {self._step_column, self._group_column}
+        columns = [
+            c for c in data.columns if c not in skip and pd.api.types.is_numeric_dtype(data[c])
+        ]
+        values = []
+        for row in data.to_dict(orient="records"):
+            prefix = self._prefix
+            if self._group_column:
+                prefix = f"{prefix}.{self._group_column}_{row[self._group_column]}"
+            values += [(f"{prefix}.{c}", row[c], row[self._step_column]) for c in columns]
+        log_metrics(values)
+
+
+class TrackedJSONDataset(JSONDataset):
+    """A flat JSON object of numbers (``metrics.json``) also logged as MLflow metrics.
+
+    MLflow metric names may not contain ``@``, so ``lors.ir@1.mean`` is logged as
+    ``lors.ir_at_1.mean``; the JSON file keeps the original keys.
+    """
+
+    def save(self, data: dict[str, Any]) -> None:
+        super().save(data)
+        numbers = [
+            (key.replace("@", "_at_"), value, 0)
+            for key, value in data.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        ]
+        log_metrics(numbers)
+
+
+def log_artifact(path: str | PurePosixPath, artifact_path: str | None) -> bool:
+    """Copy a written file into the active MLflow run's artifacts (if there is a run)."""
+    if artifact_path is None or mlflow.active_run() is None:
+        return False
+    mlflow.log_artifact(str(path), artifact_path)
+    return True
+
+
+class TrackedMatplotlibDataset(MatplotlibDataset):
+    """A saved figure that is also logged as an MLflow artifact under ``artifact_path``.
+
+    (kedro-mlflow's ``MlflowArtifactDataset`` would do the same, but its dynamically created
+    class cannot be pickled, which makes ``ParallelRunner`` refuse the whole catalog.)
+    """
+
+    def __init__(self, *, artifact_path: str = "plots", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._artifact_path = artifact_path
+
+    def save(self, data: Any) -> None:
+        super().save(data)
+        log_artifact(self._filepath, self._artifact_path)
+
+
+class TrackedTextDataset(TextDataset):
+    """A saved text file that is also logged as an MLflow artifact under ``artifact_path``."""
+
+    def __init__(self, *, artifact_path: str = "reports", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._artifact_path = artifact_path
+
+    def save(self, data: str) -> None:
+        super().save(data)
+        log_artifact(self._filepath, self._artifact_path)
