@@ -52,7 +52,10 @@ CASES = {
 def build(case: dict, device: torch.device, syn_steps: int, grad_mode: str, experts: int = 2):
     recipe = ModelRecipe(
         ImageEncoderSpec(
-            case["encoder"], case["size"], False, ConvNetConfig(case["width"] or 64, 3)
+            case["encoder"],
+            case["size"],
+            False,
+            ConvNetConfig(case["width"] or 64, 3, "instancenorm"),
         ),
         case["text_dim"],
         0.1,

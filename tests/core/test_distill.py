@@ -25,7 +25,10 @@ from lors_distill.core.similarity import (
 
 N, TEXT_DIM, SIZE = 12, 6, 8
 RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", SIZE, False, ConvNetConfig(4, 1)), TEXT_DIM, 0.1, 0.07
+    ImageEncoderSpec("convnet", SIZE, False, ConvNetConfig(4, 1, "instancenorm")),
+    TEXT_DIM,
+    0.1,
+    0.07,
 )
 
 

@@ -8,7 +8,10 @@ from lors_distill.core.similarity import IdentitySimilarity
 from tests.core.test_experts import scene_split
 
 RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(width=16, depth=2)), 48, 0.1, 0.07
+    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(width=16, depth=2, norm="instancenorm")),
+    48,
+    0.1,
+    0.07,
 )
 CONFIG = EvalTrainingConfig(
     epochs=30,

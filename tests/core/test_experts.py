@@ -47,7 +47,10 @@ def training_config(epochs: int = 4, **overrides) -> ExpertTrainingConfig:
 
 
 RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(width=16, depth=2)), 48, 0.1, 0.07
+    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(width=16, depth=2, norm="instancenorm")),
+    48,
+    0.1,
+    0.07,
 )
 
 

@@ -15,12 +15,14 @@ from tests.tiny_models import TINY_CLIP
 
 
 def tiny_recipe(name="convnet", pretrained=False, size=16) -> ModelRecipe:
-    spec = ImageEncoderSpec(name, size, pretrained, ConvNetConfig(width=8, depth=2))
+    spec = ImageEncoderSpec(
+        name, size, pretrained, ConvNetConfig(width=8, depth=2, norm="instancenorm")
+    )
     return ModelRecipe(spec, text_dim=12, dropout=0.1, temperature=0.07)
 
 
 def test_convnet_shapes_and_blocks():
-    net = ConvNet(ConvNetConfig(width=8, depth=3), 32)
+    net = ConvNet(ConvNetConfig(width=8, depth=3, norm="instancenorm"), 32)
     assert net.output_dim == 8 * 4 * 4
     assert net(torch.randn(5, 3, 32, 32)).shape == (5, 128)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -28,7 +30,7 @@ def test_convnet_shapes_and_blocks():
     assert len(convs) == 3
     assert all(n.num_groups == n.num_channels == 8 for n in norms)  # instance norm
     with pytest.raises(ValueError, match="divisible"):
-        ConvNet(ConvNetConfig(depth=3), 20)
+        ConvNet(ConvNetConfig(width=8, depth=3, norm="none"), 20)
 
 
 def test_dual_encoder_logits_are_scaled_cosines():
@@ -66,7 +68,11 @@ def test_unknown_encoder_and_bad_spec():
     with pytest.raises(ValueError, match="timm:<model name>"):
         build_image_encoder(ImageEncoderSpec("timm:", 16))
     with pytest.raises(ValueError, match="no hub weights"):
-        build_image_encoder(ImageEncoderSpec("convnet", 16, pretrained=True))
+        build_image_encoder(
+            ImageEncoderSpec("convnet", 16, pretrained=True, convnet=ConvNetConfig(8, 2, "none"))
+        )
+    with pytest.raises(ValueError, match="needs its shape"):
+        build_image_encoder(ImageEncoderSpec("convnet", 16))
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])

@@ -181,16 +181,6 @@ def _mini_batches(
     return batches
 
 
-@dataclass
-class MatchingResult:
-    """One outer iteration's diagnostics (tensors stay on the device until read)."""
-
-    loss: torch.Tensor
-    branch_losses: dict[str, torch.Tensor]
-    expert: int
-    start_epoch: int
-
-
 class TrajectoryMatcher:
     """Computes the matching loss and accumulates its gradients into a :class:`SyntheticSet`."""
 

@@ -24,9 +24,9 @@ from torch import nn
 class ConvNetConfig:
     """Shape of the ConvNet (``width`` channels, ``depth`` blocks, ``norm`` per block)."""
 
-    width: int = 64
-    depth: int = 3
-    norm: str = "instancenorm"
+    width: int
+    depth: int
+    norm: str
 
 
 def _norm_layer(norm: str, channels: int, size: int) -> nn.Module:
@@ -131,7 +131,7 @@ class ImageEncoderSpec:
     name: str
     image_size: int
     pretrained: bool | str = False
-    convnet: ConvNetConfig = ConvNetConfig()
+    convnet: ConvNetConfig | None = None  # required for "convnet"
 
 
 ImageEncoderBuilder = Callable[[ImageEncoderSpec, str], tuple[nn.Module, int]]
@@ -163,6 +163,10 @@ def build_image_encoder(spec: ImageEncoderSpec) -> tuple[nn.Module, int]:
 def _build_convnet(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
     if argument:
         raise ValueError(f"'convnet' takes no argument (got {spec.name!r}); set model.convnet.*")
+    if spec.convnet is None:
+        raise ValueError(
+            "the 'convnet' encoder needs its shape (model.convnet: width, depth, norm)"
+        )
     if spec.pretrained is True:
         raise ValueError("convnet has no hub weights: use pretrained: false or a checkpoint path")
     module = ConvNet(spec.convnet, spec.image_size)
@@ -253,7 +257,7 @@ class ModelRecipe:
             "image_encoder": self.encoder.name,
             "image_size": self.encoder.image_size,
             "pretrained": self.encoder.pretrained,
-            "convnet": vars(self.encoder.convnet).copy(),
+            "convnet": vars(self.encoder.convnet).copy() if self.encoder.convnet else None,
             "text_dim": self.text_dim,
             "dropout": self.dropout,
             "temperature": self.temperature,
@@ -265,7 +269,7 @@ class ModelRecipe:
             name=data["image_encoder"],
             image_size=int(data["image_size"]),
             pretrained=data["pretrained"],
-            convnet=ConvNetConfig(**data["convnet"]),
+            convnet=ConvNetConfig(**data["convnet"]) if data.get("convnet") else None,
         )
         return cls(
             encoder, int(data["text_dim"]), float(data["dropout"]), float(data["temperature"])
