@@ -134,3 +134,21 @@ def test_external_set_and_cross_architecture(finished):
     cross = json.loads((finished / "data/08_reporting/evaluation/lors_cross_arch.json").read_text())
     assert cross["image_encoder"] == "convnet"
     assert "lors_cross_arch.mean_recall.mean" in metrics
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(finished, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(__file__).resolve().parents[2] / "notebooks" / "explore_distillation.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    monkeypatch.setenv("LORS_PROJECT", str(finished))  # the kernel inherits the environment
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # synthetic pairs, similarity heatmap, curves
+    text = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    assert "| lors |" in text
