@@ -1,0 +1,84 @@
+"""DVC end to end in a throw-away copy of the repository (``KEDRO_ENV=test``, local remote)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kedro_helpers import PROJECT_ROOT
+
+STAGES = {"ingestion", "features", "experts", "distillation", "baselines", "evaluation"}
+
+
+def sh(args: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """The repository's tracked (and not ignored) files, committed in a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    root = tmp_path / "repo"
+    for name in listed:
+        if (PROJECT_ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, root / name)
+    env = {**os.environ, "KEDRO_ENV": "test", "DVC_NO_ANALYTICS": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    sh(["git", "init", "-q"], root, env)
+    sh([*git, "add", "-A"], root, env)
+    sh([*git, "commit", "-qm", "copy"], root, env)
+    return root, env, git
+
+
+@pytest.mark.slow
+def test_repro_is_incremental_and_push_pull_restores(repo, tmp_path):
+    root, env, git = repo
+    first = sh(["dvc", "repro"], root, env)
+    assert ran(first) == STAGES
+    assert "Data and pipelines are up to date" in sh(["dvc", "repro"], root, env)
+    sh([*git, "add", "-A"], root, env)
+    sh([*git, "commit", "-qm", "first run"], root, env)
+
+    metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], root, env))
+    values = next(iter(metrics.values()))["data"]["data/08_reporting/metrics.json"]["data"]
+    assert 0 <= values["lors.mean_recall.mean"] <= 100
+
+    params = root / "conf/base/parameters_distillation.yml"
+    params.write_text(params.read_text().replace("lr_sim: 1.0 ", "lr_sim: 2.0 ", 1))
+    diff = sh(["dvc", "params", "diff"], root, env)
+    assert "distillation.lr_sim" in diff
+    assert ran(sh(["dvc", "repro"], root, env)) == {"distillation", "baselines", "evaluation"}
+    sh([*git, "add", "-A"], root, env)
+    sh([*git, "commit", "-qm", "lr_sim 2"], root, env)
+
+    remote = tmp_path / "remote"
+    sh(["dvc", "remote", "add", "-d", "local", str(remote)], root, env)
+    sh(["dvc", "push"], root, env)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    sh(["dvc", "remote", "add", "-d", "local", str(remote)], clone, env)
+    sh(["dvc", "pull"], clone, env)
+    for name in ["data/07_model_output/distilled_set.safetensors", "data/06_models/experts"]:
+        assert (clone / name).exists(), name
+    assert "Data and pipelines are up to date" in sh(["dvc", "repro"], clone, env)
