@@ -263,3 +263,20 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     fresh = make_distiller()
     rows = run_distillation(fresh, 1, checkpoint, every=5, fingerprint="g", show_progress=False)
     assert [row["iteration"] for row in rows] == [1]
+
+
+def test_a_finished_run_can_be_extended_exactly(tmp_path):
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    straight = run_distillation(make_distiller(), 5, None, show_progress=False)
+    run_distillation(
+        make_distiller(), 3, checkpoint, every=10, fingerprint="f", show_progress=False
+    )
+    extended = run_distillation(
+        make_distiller(), 5, checkpoint, fingerprint="f", show_progress=False
+    )
+    assert extended == straight
+    # a checkpoint further along than the requested run is not reused
+    shorter = run_distillation(
+        make_distiller(), 2, checkpoint, fingerprint="f", show_progress=False
+    )
+    assert shorter == straight[:2]

@@ -401,8 +401,9 @@ def run_distillation(
 ) -> list[dict[str, Any]]:
     """Run the outer loop to ``iterations``, checkpointing every ``every`` iterations.
 
-    A checkpoint with the same ``fingerprint`` (configuration + experts) is resumed exactly;
-    one from another configuration is ignored (and overwritten at the next checkpoint). When the
+    A checkpoint with the same ``fingerprint`` (configuration + experts) and at most
+    ``iterations`` done is resumed exactly (so a finished run can be extended); any other is
+    ignored (and overwritten at the next checkpoint). When the
     loss diverges the exception propagates and the last good checkpoint stays on disk.
 
     Returns:
@@ -411,14 +412,17 @@ def run_distillation(
     history: list[dict[str, Any]] = []
     if checkpoint is not None and checkpoint.is_file():
         saved = load_bundle(checkpoint)
-        if saved.metadata.get("fingerprint") == fingerprint:
+        saved_at = int(saved["iteration"][0]) if "iteration" in saved.tensors else -1
+        if saved.metadata.get("fingerprint") == fingerprint and saved_at <= iterations:
             distiller.load_state(saved.tensors)
             history = list(saved.metadata["history"])
             logger.info(
                 "resuming distillation at iteration %d from %s", distiller.iteration, checkpoint
             )
         else:
-            logger.warning("ignoring %s: it belongs to another configuration", checkpoint)
+            logger.warning(
+                "ignoring %s: it belongs to another configuration or a longer run", checkpoint
+            )
     bar = tqdm(
         total=iterations,
         initial=distiller.iteration,

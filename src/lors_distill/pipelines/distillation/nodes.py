@@ -50,12 +50,20 @@ def _experts_recipe(trajectories: tuple[TensorBundle, ...]) -> tuple[ModelRecipe
     return ModelRecipe.from_json(first["model"]), ParameterLayout.from_json(first["layout"])
 
 
-def _fingerprint(config: DistillationParams, trajectories: tuple[TensorBundle, ...]) -> str:
-    """Identifies a distillation run (configuration + experts) for checkpoint resumption."""
-    settings = config.model_dump(mode="json", exclude={"checkpoint_every", "checkpoint_dir"})
-    experts = [(t.metadata["seed"], list(t["trajectory"].shape)) for t in trajectories]
-    text = json.dumps([settings, experts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _fingerprint(
+    config: DistillationParams, trajectories: tuple[TensorBundle, ...], *data: torch.Tensor
+) -> str:
+    """Identifies a distillation run for checkpoint resumption: the configuration (except the
+    iteration count, so a finished run can be extended, and where checkpoints go) and the
+    contents of the expert snapshots and training data it starts from."""
+    settings = config.model_dump(
+        mode="json", exclude={"iterations", "checkpoint_every", "checkpoint_dir"}
+    )
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    last = config.max_start_epoch + config.expert_epochs
+    for tensor in [t["trajectory"][:last] for t in trajectories] + list(data):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def distill(
@@ -108,7 +116,9 @@ def distill(
     bank = ExpertBank([t["trajectory"] for t in trajectories], last_needed, device)
     matcher = TrajectoryMatcher(model, layout, to_dataclass(MatchingConfig, config))
     distiller = Distiller(syn, matcher, bank, to_dataclass(OuterConfig, config), generator)
-    fingerprint = _fingerprint(config, trajectories)
+    fingerprint = _fingerprint(
+        config, trajectories, train_images["images"], train_text_features["embeddings"]
+    )
     checkpoint = Path(config.checkpoint_dir) / f"distillation_{fingerprint}.safetensors"
     logger.info(
         "distilling %d pairs (%s similarity) from %d experts, %d iterations; checkpoint %s",
