@@ -5,14 +5,17 @@ dataset or pipeline run is needed. Prints one JSON line per case:
 
     python benchmarks/distill_step.py                 # CPU: the built-in default shape
     python benchmarks/distill_step.py --cases paper   # CUDA: the paper's Flickr30k shapes
+    python benchmarks/distill_step.py --cases paper --paths fp32,fast   # side by side, one run
 
 Cases:
   builtin   convnet (width 32, depth 3), 32 px, 384-d text, N=100, mini-batch 20, rank 10,
             syn_steps 8 (conf/base/parameters_distillation.yml).
   paper99   timm nfnet_l0 (random init), 224 px, 768-d text, N=99, mini-batch 20, rank 10.
   paper499  same, N=499, mini-batch 40, rank 20.
-Seconds per iteration are the median of --repeat iterations after --warmup; on CUDA the device
-is synchronised before each clock read.
+Paths (--paths): ``fp32`` (plain fp32, NCHW, no TF32) and ``fast`` (bf16 autocast for the
+encoders with fp32 master tensors, channels_last, TF32: what ``precision/channels_last: auto``
+and ``tf32: true`` give on CUDA). Seconds per iteration are the median of --repeat iterations
+after --warmup; on CUDA the device is synchronised before each clock read.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 
 import torch
 
+from lors_distill.core.device import tf32_matmuls
 from lors_distill.core.distill import (
     Distiller,
     ExpertBank,
@@ -49,7 +53,20 @@ CASES = {
 }
 
 
-def build(case: dict, device: torch.device, syn_steps: int, grad_mode: str, experts: int = 2):
+PATHS = {
+    "fp32": dict(precision="fp32", channels_last=False),
+    "fast": dict(precision="bf16", channels_last=True),
+}
+
+
+def build(
+    case: dict,
+    device: torch.device,
+    syn_steps: int,
+    grad_mode: str,
+    path: str = "fp32",
+    experts: int = 2,
+):
     recipe = ModelRecipe(
         ImageEncoderSpec(
             case["encoder"],
@@ -74,18 +91,14 @@ def build(case: dict, device: torch.device, syn_steps: int, grad_mode: str, expe
     images = torch.randn(n, 3, case["size"], case["size"], generator=generator)
     texts = torch.randn(n, case["text_dim"], generator=generator)
     syn = SyntheticSet(images, texts, 0.1, similarity).to(device)
-    config = MatchingConfig(syn_steps, 1, 2, case["batch"], "wbce", False, grad_mode)
+    config = MatchingConfig(syn_steps, 1, 2, case["batch"], "wbce", False, grad_mode, **PATHS[path])
     matcher = TrajectoryMatcher(model, layout, config)
     bank = ExpertBank(trajectories, last_needed=2, device=device)
     outer = OuterConfig(10.0, 10.0, 1e-3, 1.0, 0.5, 1e-4)
     return Distiller(syn, matcher, bank, outer, generator), layout.size
 
 
-def measure(name: str, device: torch.device, args) -> dict:
-    case = CASES[name]
-    distiller, parameters = build(case, device, args.syn_steps, args.grad_mode)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def _time(distiller: Distiller, device: torch.device, args) -> list[float]:
     times = []
     for index in range(args.warmup + args.repeat):
         if device.type == "cuda":
@@ -96,14 +109,27 @@ def measure(name: str, device: torch.device, args) -> dict:
             torch.cuda.synchronize(device)
         if index >= args.warmup:
             times.append(time.perf_counter() - begin)
+    return times
+
+
+def measure(name: str, device: torch.device, args, path: str) -> dict:
+    case = CASES[name]
+    distiller, parameters = build(case, device, args.syn_steps, args.grad_mode, path)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    with tf32_matmuls(device, enabled=path == "fast"):
+        times = _time(distiller, device, args)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         memory = {"peak_gpu_gib": round(peak, 3), "gpu": torch.cuda.get_device_name(device)}
     else:
+        # process-wide high-water mark: measure one case per process for clean CPU numbers
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
         memory = {"peak_rss_gib": round(rss, 3), "cpu_threads": torch.get_num_threads()}
     return {
         "case": name,
+        "path": path,
         "device": device.type,
         "grad_mode": args.grad_mode,
         "syn_steps": args.syn_steps,
@@ -127,6 +153,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--syn-steps", type=int, default=8)
     parser.add_argument("--grad-mode", default="tesla", choices=["tesla", "unrolled"])
+    parser.add_argument("--paths", default="fp32", help="comma list of fp32,fast")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
@@ -136,7 +163,8 @@ def main() -> None:
     else:
         device = torch.device(args.device)
     for name in names:
-        print(json.dumps(measure(name, device, args)), flush=True)
+        for path in args.paths.split(","):
+            print(json.dumps(measure(name, device, args, path)), flush=True)
 
 
 if __name__ == "__main__":

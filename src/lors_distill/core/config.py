@@ -193,6 +193,9 @@ class DistillationParams(_Strict):
     checkpoint_dir: str
     seed: int = Field(ge=0)
     device: str
+    precision: Literal["auto", "fp32", "bf16"]
+    channels_last: Literal["auto"] | bool
+    tf32: bool
 
     @model_validator(mode="after")
     def _batch_fits(self) -> DistillationParams:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -22,3 +24,19 @@ def resolve_device(device: str) -> torch.device:
     if _DEVICE_RE.match(device):
         return torch.device(device)
     raise ValueError(f"invalid device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
+
+
+@contextmanager
+def tf32_matmuls(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """TF32 for fp32 matmuls and convolutions on CUDA inside the block (restored after)."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    precision, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.allow_tf32 = cudnn

@@ -59,6 +59,8 @@ class MatchingConfig:
     loss: str
     merge_branches: bool
     grad_mode: Literal["tesla", "unrolled"]
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: encoders under autocast
+    channels_last: bool = False  # NHWC images for the convolutions
 
 
 @dataclass(frozen=True)
@@ -203,15 +205,20 @@ class TrajectoryMatcher:
     def _inner_loss(
         self, theta: torch.Tensor, syn: SyntheticSet, index: torch.Tensor, seed: int, graph: bool
     ) -> torch.Tensor:
-        index = index.to(syn.images.device)
         images, texts = syn.images[index], syn.texts[index]
         targets = syn.similarity.block(index)
         if not graph:
             images, texts, targets = images.detach(), texts.detach(), targets.detach()
-        with torch.random.fork_rng(devices=_devices(theta)):
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(
+            theta.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+        )
+        with torch.random.fork_rng(devices=_devices(theta)), autocast:
             torch.manual_seed(seed)  # same dropout masks in every pass over this step
             logits = functional_forward(self.model, self.layout, theta, images, texts)
-        return self.loss_fn(logits, targets)
+        # the master tensors (theta, images, texts, S, etas) stay fp32; so does the loss
+        return self.loss_fn(logits.float(), targets.float())
 
     def _branch_loss(self, theta_end, theta_target, denominators) -> dict[str, torch.Tensor]:
         return {
@@ -232,7 +239,10 @@ class TrajectoryMatcher:
             The per-branch matching losses (detached).
         """
         config = self.config
-        batches = _mini_batches(syn.size, config.mini_batch_size, config.syn_steps, generator)
+        batches = _on_device(
+            _mini_batches(syn.size, config.mini_batch_size, config.syn_steps, generator),
+            syn.images.device,
+        )
         seeds = torch.randint(0, 2**62, (config.syn_steps,), generator=generator).tolist()
         theta_start = theta_start.detach().float()
         theta_target = theta_target.detach().float()
@@ -280,6 +290,15 @@ class TrajectoryMatcher:
             (grad,) = torch.autograd.grad(loss, leaf, create_graph=True)
             torch.autograd.backward(grad, grad_tensors=upstream, inputs=_learnable(syn))
             theta = theta - step_lr * grad.detach()
+
+
+def _on_device(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """All of an iteration's index batches in one host-to-device copy (pinned, asynchronous),
+    so the inner loop itself never waits for the host."""
+    if device.type != "cuda":
+        return batches
+    flat = torch.cat(batches).pin_memory().to(device, non_blocking=True)
+    return list(flat.split([b.numel() for b in batches]))
 
 
 def _learnable(syn: SyntheticSet) -> list[torch.Tensor]:

@@ -23,9 +23,13 @@ def wbce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Weighted BCE (LoRS default): BCE of ``sigmoid(Z)`` vs ``S`` averaged separately over
     entries with ``S > 0.5`` and ``S <= 0.5``, then the two averages averaged."""
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    positive = targets > 0.5
-    parts = [loss[mask].mean() for mask in (positive, ~positive) if mask.any()]
-    return torch.stack(parts).mean()
+    # masks as weights, not boolean indexing: no host synchronisation (GPU inner loop)
+    positive = (targets > 0.5).to(loss.dtype)
+    masks = torch.stack([positive, 1.0 - positive])  # (2, B_img, B_txt)
+    counts = masks.sum(dim=(1, 2))
+    means = (masks * loss).sum(dim=(1, 2)) / counts.clamp(min=1.0)
+    present = (counts > 0).to(loss.dtype)  # an empty part is left out of the average
+    return (means * present).sum() / present.sum()
 
 
 def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

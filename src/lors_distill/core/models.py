@@ -117,8 +117,14 @@ class DualEncoder(nn.Module):
         return F.normalize(self.text_head(text).float(), dim=-1)
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B_img, B_txt)`` = cosine / temperature."""
-        return self.encode_image(images) @ self.encode_text(text).T / self.temperature
+        """Logits ``(B_img, B_txt)`` = cosine / temperature.
+
+        The encoders may run under autocast (bf16); the cosine matrix is always fp32, since
+        bf16's 8-bit mantissa would blur logits of size 1 / temperature.
+        """
+        image, text = self.encode_image(images), self.encode_text(text)
+        with torch.autocast(image.device.type, enabled=False):
+            return image.float() @ text.float().T / self.temperature
 
 
 # ----------------------------------------------------------------------- image encoder registry
