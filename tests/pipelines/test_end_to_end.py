@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import mlflow
+import mlflow.pytorch
 import pandas as pd
 import pytest
 import torch
@@ -11,6 +13,8 @@ from mlflow.tracking import MlflowClient
 from lors_distill.core.bundle import load_bundle
 from lors_distill.core.data import Normalizer
 from lors_distill.core.distilled import similarity_from_bundle
+from lors_distill.core.retrieval import recall_at_k
+from lors_distill.core.seeding import derive_seed
 from tests.kedro_helpers import make_project_copy, run_kedro
 
 METHODS = ["lors", "mtt_vl", "random", "herding", "k_center", "forgetting", "full_data"]
@@ -86,6 +90,33 @@ def test_mlflow_run_has_params_histories_metrics_and_artifacts(finished):
     assert {"similarity.png", "distilled_pairs.png", "recall_bar.png", "experts_loss.png"} <= plots
     distilled = [a.path for a in client.list_artifacts(run.info.run_id, "distilled")]
     assert distilled == ["distilled/distilled_set.safetensors"]
+
+
+@pytest.mark.slow
+def test_lors_model_in_mlflow_loads_back_and_scores_like_the_evaluation(finished, monkeypatch):
+    """The MLflow model is the first evaluation model: same Recall@K as lors.json's first run."""
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    uri = f"sqlite:///{finished / 'mlflow.db'}"
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("lors_distill")
+    run = next(
+        r
+        for r in MlflowClient(tracking_uri=uri).search_runs([experiment.experiment_id])
+        if r.info.run_name == "__default__"
+    )
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/lors_model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    images = load_bundle(finished / "data/02_intermediate/test_images.safetensors")["images"]
+    features = load_bundle(finished / "data/04_feature/test_text_features.safetensors")
+    with torch.no_grad():
+        scores = model(images, features["embeddings"].float())
+    recall = recall_at_k(scores, features["image_index"].long())
+    report = json.loads((finished / "data/08_reporting/evaluation/lors.json").read_text())
+    assert recall == pytest.approx(report["runs"][0], abs=1e-6)
+    local = load_bundle(finished / "data/06_models/lors_eval_model.safetensors")
+    assert local.metadata["seed"] == derive_seed(0, 0)  # evaluation.seed 0, first run
 
 
 @pytest.mark.slow

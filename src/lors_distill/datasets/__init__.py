@@ -1,6 +1,10 @@
 """Custom Kedro datasets (safetensors bundles with kedro-viz previews)."""
 
-from lors_distill.datasets.tensor_bundle_dataset import TensorBundleDataset, TrajectoryDataset
+from lors_distill.datasets.tensor_bundle_dataset import (
+    ScorerModelDataset,
+    TensorBundleDataset,
+    TrajectoryDataset,
+)
 from lors_distill.datasets.tracked import (
     TrackedCSVDataset,
     TrackedJSONDataset,
@@ -9,6 +13,7 @@ from lors_distill.datasets.tracked import (
 )
 
 __all__ = [
+    "ScorerModelDataset",
     "TensorBundleDataset",
     "TrackedCSVDataset",
     "TrackedJSONDataset",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import mlflow
+import numpy as np
 import torch
 from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
@@ -13,7 +16,11 @@ from kedro_datasets._typing import ImagePreview, TablePreview
 from lors_distill.core.bundle import TensorBundle, load_bundle, read_bundle_metadata, save_bundle
 from lors_distill.core.data import Normalizer
 from lors_distill.core.images import image_grid, png_bytes
+from lors_distill.core.models import ModelRecipe
+from lors_distill.core.scorer import example_inputs, scorer_from_bundle
 from lors_distill.datasets.tracked import log_artifact
+
+logger = logging.getLogger(__name__)
 
 
 class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
@@ -116,3 +123,63 @@ class TrajectoryDataset(TensorBundleDataset):
                 "data": rows,
             }
         )
+
+
+class ScorerModelDataset(TensorBundleDataset):
+    """A trained dual encoder (:func:`lors_distill.core.scorer.scorer_bundle`), saved locally as
+    safetensors and, when an MLflow run is active, also logged to it as an MLflow ``pytorch``
+    model named ``mlflow_model`` in the ``pt2`` (``torch.export``) format: it loads back with
+    ``mlflow.pytorch.load_model(...)`` and maps ``(uint8 images, text vectors)`` to their cosine
+    similarities, without pickle and without this package.
+
+    A model that ``torch.export`` cannot capture is still saved locally (and logged as a plain
+    artifact); the reason is logged as a warning instead of failing the run.
+    """
+
+    def __init__(self, *, mlflow_model: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._mlflow_model = mlflow_model
+
+    def save(self, data: TensorBundle) -> None:
+        super().save(data)
+        if self._mlflow_model and mlflow.active_run() is not None:
+            try:
+                log_scorer_model(data, self._mlflow_model)
+            except Exception as error:  # export support varies by architecture
+                logger.warning(
+                    "could not log %s as an MLflow pytorch model (%s); logging the file instead",
+                    self._filepath,
+                    error,
+                )
+                mlflow.log_artifact(str(self._filepath), self._mlflow_model)
+
+
+def log_scorer_model(bundle: TensorBundle, name: str) -> Any:
+    """Log the scorer of ``bundle`` to the active MLflow run; returns MLflow's ``ModelInfo``."""
+    import mlflow.pytorch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    scorer = scorer_from_bundle(bundle)
+    recipe = ModelRecipe.from_json(bundle.metadata["model"])
+    images, text = example_inputs(recipe)
+    size = recipe.encoder.image_size
+    signature = ModelSignature(
+        inputs=Schema(
+            [
+                TensorSpec(np.dtype(np.uint8), (-1, 3, size, size), "images"),
+                TensorSpec(np.dtype(np.float32), (-1, recipe.text_dim), "text"),
+            ]
+        ),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1), "similarity")]),
+    )
+    return mlflow.pytorch.log_model(
+        scorer,
+        name=name,
+        input_example=(images, text),
+        signature=signature,
+        serialization_format="pt2",
+        # pinned explicitly: inferring them would load the model again in a subprocess
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        metadata={k: v for k, v in bundle.metadata.items() if k != "model"},
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,15 @@ from lors_distill.core.config import parse_section, to_dataclass
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.distilled import similarity_from_bundle
-from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, evaluate_small_set
+from lors_distill.core.evaluate import (
+    EvalTrainingConfig,
+    SmallSet,
+    evaluate_small_set,
+    train_on_small_set,
+)
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
 from lors_distill.core.retrieval import evaluate_model
+from lors_distill.core.scorer import scorer_bundle
 from lors_distill.core.seeding import derive_seed
 from lors_distill.core.similarity import IdentitySimilarity
 from lors_distill.pipelines.baselines.nodes import expert_model
@@ -38,6 +45,53 @@ def summarise_runs(method: str, runs: list[dict[str, float]], **extra: Any) -> d
         "runs": runs,
         **extra,
     }
+
+
+@dataclass
+class _Evaluation:
+    """What every fresh model trained on one set shares (see :func:`evaluate_set`)."""
+
+    recipe: ModelRecipe
+    data: SmallSet
+    normalizer: Normalizer
+    training: EvalTrainingConfig
+    seeds: list[int]
+    device: torch.device
+    targets: str
+
+
+def _prepare(
+    small_set: TensorBundle,
+    config: Any,
+    *,
+    hard_targets: bool = False,
+    cross_arch: bool = False,
+) -> _Evaluation:
+    meta = small_set.metadata
+    recipe = ModelRecipe.from_json(meta["model"])
+    if cross_arch:
+        recipe = ModelRecipe(
+            ImageEncoderSpec(
+                config.cross_arch.image_encoder,
+                recipe.encoder.image_size,
+                False,
+                ConvNetConfig(**config.cross_arch.convnet.model_dump()),
+            ),
+            recipe.text_dim,
+            recipe.dropout,
+            recipe.temperature,
+        )
+    n = small_set["images"].shape[0]
+    similarity = IdentitySimilarity(n) if hard_targets else similarity_from_bundle(small_set)
+    return _Evaluation(
+        recipe=recipe,
+        data=SmallSet(small_set["images"], small_set["texts"], similarity, small_set["lrs"]),
+        normalizer=Normalizer(tuple(meta["image_mean"]), tuple(meta["image_std"])),
+        training=to_dataclass(EvalTrainingConfig, config),
+        seeds=[derive_seed(config.seed, index) for index in range(config.num_eval)],
+        device=resolve_device(config.device),
+        targets="identity" if hard_targets else meta.get("sim_type", "identity"),
+    )
 
 
 def evaluate_set(
@@ -64,42 +118,24 @@ def evaluate_set(
     config = parse_section("evaluation", params)
     if cross_arch and config.cross_arch is None:
         return {"method": method, "skipped": "evaluation.cross_arch is not set"}
-    meta = small_set.metadata
-    recipe = ModelRecipe.from_json(meta["model"])
-    if cross_arch:
-        recipe = ModelRecipe(
-            ImageEncoderSpec(
-                config.cross_arch.image_encoder,
-                recipe.encoder.image_size,
-                False,
-                ConvNetConfig(**config.cross_arch.convnet.model_dump()),
-            ),
-            recipe.text_dim,
-            recipe.dropout,
-            recipe.temperature,
-        )
-    n = small_set["images"].shape[0]
-    similarity = IdentitySimilarity(n) if hard_targets else similarity_from_bundle(small_set)
-    data = SmallSet(small_set["images"], small_set["texts"], similarity, small_set["lrs"])
-    normalizer = Normalizer(tuple(meta["image_mean"]), tuple(meta["image_std"]))
-    seeds = [derive_seed(config.seed, index) for index in range(config.num_eval)]
+    setup = _prepare(small_set, config, hard_targets=hard_targets, cross_arch=cross_arch)
     runs = evaluate_small_set(
-        recipe.build,
-        data,
+        setup.recipe.build,
+        setup.data,
         test_images["images"],
         test_text_features["embeddings"].float(),
         test_text_features["image_index"].long(),
-        normalizer,
-        to_dataclass(EvalTrainingConfig, config),
-        seeds,
-        resolve_device(config.device),
+        setup.normalizer,
+        setup.training,
+        setup.seeds,
+        setup.device,
     )
     result = summarise_runs(
         method,
         runs,
-        num_pairs=n,
-        targets="identity" if hard_targets else meta.get("sim_type", "identity"),
-        image_encoder=recipe.encoder.name,
+        num_pairs=setup.data.images.shape[0],
+        targets=setup.targets,
+        image_encoder=setup.recipe.encoder.name,
         epochs=config.epochs,
         selection=SELECTION,
     )
@@ -110,6 +146,29 @@ def evaluate_set(
         result["std"]["mean_recall"],
     )
     return result
+
+
+def train_model_on_set(
+    small_set: TensorBundle, params: dict[str, Any], *, method: str
+) -> TensorBundle:
+    """The model trained on ``small_set`` with the first evaluation seed, as a scorer bundle.
+
+    It is the same model as the first of the ``num_eval`` runs of :func:`evaluate_set` (same
+    seed, same data order), kept so it can be served and logged to MLflow.
+    """
+    config = parse_section("evaluation", params)
+    setup = _prepare(small_set, config)
+    model = setup.recipe.build(setup.seeds[0])
+    losses = train_on_small_set(model, setup.data, setup.training, setup.seeds[0], setup.device)
+    return scorer_bundle(
+        model.cpu(),
+        setup.recipe,
+        setup.normalizer,
+        method=method,
+        seed=setup.seeds[0],
+        epochs=config.epochs,
+        final_loss=losses[-1],
+    )
 
 
 def evaluate_external_set(

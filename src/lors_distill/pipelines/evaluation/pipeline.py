@@ -10,6 +10,7 @@ from lors_distill.pipelines.evaluation.nodes import (
     evaluate_set,
     make_random_teacher_set,
     summarise_evaluation,
+    train_model_on_set,
 )
 
 TEST = ["test_images", "test_text_features", "params:evaluation"]
@@ -48,6 +49,12 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             name="make_random_teacher_set_node",
         ),
         *(_evaluate_node(method, dataset, options) for method, (dataset, options) in SETS.items()),
+        Node(
+            func=update_wrapper(partial(train_model_on_set, method="lors"), train_model_on_set),
+            inputs=["distilled_set", "params:evaluation"],
+            outputs="lors_model",
+            name="train_lors_model_node",
+        ),
         Node(
             func=evaluate_external_set,
             inputs=TEST,
