@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,8 +252,9 @@ ORDER = (
 
 def summarise_evaluation(
     *results: dict[str, Any],
-) -> tuple[dict[str, float], str, pd.DataFrame, Figure]:
-    """metrics.json, the comparison table (markdown + csv) and the bar chart."""
+) -> tuple[dict[str, float], str, pd.DataFrame, Figure, dict[str, dict[str, Any]]]:
+    """metrics.json, the comparison table (markdown + csv), the bar chart and this budget's
+    entry of the per-budget archive (``budget_metrics``)."""
     done = sorted(
         (r for r in results if "skipped" not in r), key=lambda r: ORDER.index(r["method"])
     )
@@ -295,4 +297,44 @@ def summarise_evaluation(
     axis.tick_params(axis="x", rotation=30)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    return metrics, markdown, table, figure
+    # the budget is the distilled sets' N (an external set may differ; it is archived too)
+    num_pairs = next(r["num_pairs"] for r in done if "num_pairs" in r)
+    budget = {f"pairs_{num_pairs:05d}": {"num_pairs": num_pairs, **metrics}}
+    return metrics, markdown, table, figure, budget
+
+
+BUDGET_METHODS = ("lors", "mtt_vl", "random", "herding", "k_center", "forgetting")
+
+
+def plot_recall_vs_budget(budgets: dict[str, Callable[[], dict[str, Any]]]) -> Figure:
+    """Mean recall (± std over seeds) against the number of pairs, one line per method, from
+    every budget archived in ``data/08_reporting/budgets`` (the full-data bound as a band)."""
+    entries = sorted((load() for load in budgets.values()), key=lambda e: e["num_pairs"])
+    figure = Figure(figsize=(7, 4.5))
+    axis = figure.add_subplot()
+    for method in BUDGET_METHODS:
+        points = [e for e in entries if f"{method}.mean_recall.mean" in e]
+        if points:
+            axis.errorbar(
+                [e["num_pairs"] for e in points],
+                [e[f"{method}.mean_recall.mean"] for e in points],
+                yerr=[e[f"{method}.mean_recall.std"] for e in points],
+                marker="o",
+                capsize=3,
+                label=method,
+                linewidth=2.5 if method == "lors" else 1.2,
+            )
+    full = [e["full_data.mean_recall.mean"] for e in entries if "full_data.mean_recall.mean" in e]
+    if full:
+        axis.axhline(full[-1], color="grey", linestyle="--", label="full data (experts)")
+    axis.set_xscale("log")
+    axis.set_xlabel("pairs in the set (distillation.num_pairs)")
+    axis.set_ylabel("mean of IR/TR Recall@1/5/10 (%)")
+    title = "Retrieval vs budget (error bars: std over seeds)"
+    if len(entries) < 2:
+        title += "\none budget so far: rerun with --params distillation.num_pairs=<N> to add one"
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

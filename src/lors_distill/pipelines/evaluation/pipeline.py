@@ -9,6 +9,7 @@ from lors_distill.pipelines.evaluation.nodes import (
     evaluate_full_data,
     evaluate_set,
     make_random_teacher_set,
+    plot_recall_vs_budget,
     summarise_evaluation,
     train_model_on_set,
 )
@@ -70,8 +71,20 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         Node(
             func=summarise_evaluation,
             inputs=[f"{m}_evaluation" for m in [*SETS, "external", "full_data"]],
-            outputs=["metrics", "comparison_table_md", "comparison_table", "recall_bar_plot"],
+            outputs=[
+                "metrics",
+                "comparison_table_md",
+                "comparison_table",
+                "recall_bar_plot",
+                "budget_metrics",
+            ],
             name="summarise_evaluation_node",
+        ),
+        Node(
+            func=plot_recall_vs_budget,
+            inputs="budget_metrics",
+            outputs="recall_vs_budget_plot",
+            name="plot_recall_vs_budget_node",
         ),
     ]
     return Pipeline(nodes, tags="evaluation")
