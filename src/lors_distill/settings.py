@@ -3,6 +3,7 @@
 from kedro.config import OmegaConfigLoader
 
 from lors_distill.hooks import ParameterValidationHook, PipelineStructureHook
+from lors_distill.resolvers import RESOLVERS
 
 HOOKS = (PipelineStructureHook(), ParameterValidationHook())
 
@@ -12,4 +13,6 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # Environments (test, flickr8k, ...) override single keys without restating whole sections.
     "merge_strategy": {"parameters": "soft"},
+    # ${lors.choose:budget, ...}: the paper-scale environments' budget presets (conf/flickr30k)
+    "custom_resolvers": RESOLVERS,
 }

@@ -317,6 +317,15 @@ def validate_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
             parsed[section] = parse_section(section, parameters[section])
         except ParameterError as error:
             problems.append(str(error))
+    # ``--params budget=...`` picks a distillation preset; only the paper-scale environments
+    # (conf/flickr30k, conf/coco) have presets, and their YAML resolves the choice into the
+    # templating key ``_preset``. Anywhere else ``budget`` would be silently ignored.
+    if "budget" in parameters and "_preset" not in parameters:
+        problems.append(
+            f"budget={parameters['budget']!r}: only the paper-scale environments have budget "
+            "presets (kedro run --env flickr30k|coco --params budget=100|200|500); in this "
+            "environment set distillation.num_pairs instead"
+        )
     if problems:
         raise ParameterError("\n".join(problems))
     return parsed
