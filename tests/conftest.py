@@ -18,6 +18,8 @@ for _name, _value in {
     "TRANSFORMERS_OFFLINE": "1",
 }.items():
     os.environ.setdefault(_name, _value)
+# a tracking server exported in the developer's shell must not receive the tests' runs
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"

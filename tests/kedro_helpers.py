@@ -60,8 +60,8 @@ def make_project_copy(tmp_path: Path) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     # MLflow caches one store per URI string: give each copy its own absolute sqlite path
     mlflow_yml = root / "conf" / "base" / "mlflow.yml"
-    key = "mlflow_tracking_uri: sqlite:///mlflow.db"
-    absolute = f"mlflow_tracking_uri: sqlite:///{(root / 'mlflow.db').as_posix()}"
+    key = "'sqlite:///mlflow.db'"  # the default when MLFLOW_TRACKING_URI is not set
+    absolute = f"'sqlite:///{(root / 'mlflow.db').as_posix()}'"
     text = mlflow_yml.read_text()
     assert key in text, f"{mlflow_yml} no longer has '{key}'"
     mlflow_yml.write_text(text.replace(key, absolute))

@@ -1,6 +1,7 @@
 """Kedro project settings."""
 
 from kedro.config import OmegaConfigLoader
+from omegaconf.resolvers import oc
 
 from lors_distill.hooks import ParameterValidationHook, PipelineStructureHook
 from lors_distill.resolvers import RESOLVERS
@@ -14,5 +15,7 @@ CONFIG_LOADER_ARGS = {
     # Environments (test, flickr8k, ...) override single keys without restating whole sections.
     "merge_strategy": {"parameters": "soft"},
     # ${lors.choose:budget, ...}: the paper-scale environments' budget presets (conf/flickr30k)
-    "custom_resolvers": RESOLVERS,
+    # ${oc.env:...}: conf/base/mlflow.yml reads MLFLOW_TRACKING_URI (Kedro allows oc.env only in
+    # credentials unless it is registered here)
+    "custom_resolvers": {**RESOLVERS, "oc.env": oc.env},
 }

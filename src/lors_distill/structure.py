@@ -31,11 +31,10 @@ def num_experts(conf_source: Path | None = None) -> int:
         return _ACTIVE["num_experts"]
     from kedro.config import OmegaConfigLoader
 
+    from lors_distill.settings import CONFIG_LOADER_ARGS
+
     source = conf_source or Path.cwd() / "conf"
-    loader = OmegaConfigLoader(
-        conf_source=str(source),
-        base_env="base",
-        default_run_env="local",
-        merge_strategy={"parameters": "soft"},
-    )
+    # the project's own loader settings: its custom resolvers must stay registered (a loader
+    # created without them unregisters oc.env for every loader in the process)
+    loader = OmegaConfigLoader(conf_source=str(source), **CONFIG_LOADER_ARGS)
     return int(loader["parameters"]["experts"]["num_experts"])
