@@ -20,6 +20,8 @@ from lors_distill.core.retrieval import evaluate_model
 
 logger = logging.getLogger(__name__)
 
+_POSTFIX_EVERY = 25  # progress-bar loss refresh (each refresh waits for the device)
+
 
 @dataclass(frozen=True)
 class ExpertTrainingConfig:
@@ -111,11 +113,11 @@ def train_expert(
             batches = list(torch.split(torch.arange(images.shape[0]), config.batch_size))
             if len(batches) > 1 and batches[-1].numel() < 2:
                 batches = batches[:-1]  # InfoNCE needs at least two pairs
-            total, start = 0.0, time.perf_counter()
+            total, start = torch.zeros((), device=device), time.perf_counter()
             bar = tqdm(
                 batches, desc=f"{description} epoch {epoch + 1}/{config.epochs}", leave=False
             )
-            for batch in bar:
+            for step, batch in enumerate(bar):
                 pixels = train.images[images[batch]]
                 if config.augment.rand_augment:
                     pixels = rand_augment_uint8(
@@ -131,8 +133,10 @@ def train_expert(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * batch.numel()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                total += loss.detach() * batch.numel()  # no host sync per step (GPU)
+                if step % _POSTFIX_EVERY == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            total = float(total)  # waits for the epoch's last step, so the clock is honest
             elapsed += time.perf_counter() - start
             seen += sum(b.numel() for b in batches)
             losses.append(total / max(1, sum(b.numel() for b in batches)))
