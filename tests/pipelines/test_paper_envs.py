@@ -17,7 +17,9 @@ iteration count, through the distillation pipeline (500 train images fit N = 499
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,9 @@ def test_paper_setup_of_the_environment(env):
     assert model.pretrained is True
     assert model.temperature == 0.07
     assert (experts.num_experts, experts.epochs, experts.batch_size) == (20, 10, 128)
+    # PAPER.md sections 2 and 6: an expert epoch is every train caption once (the caption-level
+    # Karpathy JSON), so expert_epochs / max_start_epoch count the paper's epochs
+    assert experts.captions_per_epoch == "all"
     assert (experts.lr_image, experts.lr_text, experts.momentum, experts.weight_decay) == (
         0.1,
         0.1,
@@ -342,6 +347,7 @@ def test_experts_start_from_the_local_pretrained_checkpoint(paper_run):
         assert expert.metadata["model"]["image_encoder"] == "timm:test_nfnet"
         assert expert.metadata["model"]["pretrained"] == str(paper_run["checkpoint"])
         assert expert.metadata["experts"]["augment"]["rand_augment"] is True
+        assert expert.metadata["experts"]["captions_per_epoch"] == "all"
         assert expert["trajectory"].shape[0] == 4  # init + 3 epochs
         layout = ParameterLayout.from_json(expert.metadata["layout"])
         start = layout.unflatten(expert["trajectory"][0])
@@ -372,6 +378,17 @@ def test_default_budget_reaches_distillation_and_evaluation(paper_run):
     lors = reporting(paper_run, "evaluation/lors.json")
     assert len(lors["runs"]) == 2
     assert lors["selection"].startswith("last epoch")
+
+
+@pytest.mark.slow
+def test_mlflow_logs_the_resolved_preset_not_the_templating_keys(paper_run):
+    """conf/README.md: no node takes the ``_``-prefixed keys, so MLflow logs only their resolved
+    values (``distillation.rank``, ...), never ``_budget``, ``_preset`` or ``_presets.*``."""
+    database = paper_run["project"] / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        keys = {key for (key,) in connection.execute("SELECT key FROM params")}
+    assert {"distillation.rank", "distillation.num_pairs", "experts.captions_per_epoch"} <= keys
+    assert not [key for key in keys if key.startswith("_")]
 
 
 @pytest.mark.slow
