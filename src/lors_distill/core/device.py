@@ -28,15 +28,30 @@ def resolve_device(device: str) -> torch.device:
 
 @contextmanager
 def tf32_matmuls(device: torch.device, enabled: bool = True) -> Iterator[None]:
-    """TF32 for fp32 matmuls and convolutions on CUDA inside the block (restored after)."""
-    if not enabled or device.type != "cuda":
+    """On CUDA, fp32 matmuls and convolutions use TF32 inside the block when ``enabled`` and
+    full IEEE fp32 when not (cuDNN convolutions default to TF32, so "off" must be explicit).
+    The previous settings are restored after. Process-wide: not for concurrent threads."""
+    if device.type != "cuda":
         yield
         return
-    precision, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cudnn.allow_tf32 = True
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    previous = (matmul.fp32_precision, conv.fp32_precision)
+    mode = "tf32" if enabled else "ieee"
+    matmul.fp32_precision, conv.fp32_precision = mode, mode
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(precision)
-        torch.backends.cudnn.allow_tf32 = cudnn
+        matmul.fp32_precision, conv.fp32_precision = previous
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 on this device (CUDA compute capability >= 8.0; emulation does not count)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor -> ``device`` without making the host wait for the GPU: a copy from pageable
+    memory synchronises the stream, one from pinned memory with ``non_blocking`` does not."""
+    if device.type != "cuda" or tensor.device.type == "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import DistillationParams, parse_section, to_dataclass
 from lors_distill.core.data import Normalizer
-from lors_distill.core.device import resolve_device, tf32_matmuls
+from lors_distill.core.device import bf16_supported, resolve_device, tf32_matmuls
 from lors_distill.core.distill import (
     Distiller,
     ExpertBank,
@@ -51,14 +51,19 @@ def _experts_recipe(trajectories: tuple[TensorBundle, ...]) -> tuple[ModelRecipe
 
 
 def _fingerprint(
-    config: DistillationParams, trajectories: tuple[TensorBundle, ...], *data: torch.Tensor
+    config: DistillationParams,
+    runtime: dict[str, Any],
+    trajectories: tuple[TensorBundle, ...],
+    *data: torch.Tensor,
 ) -> str:
     """Identifies a distillation run for checkpoint resumption: the configuration (except the
-    iteration count, so a finished run can be extended, and where checkpoints go) and the
-    contents of the expert snapshots and training data it starts from."""
+    iteration count, so a finished run can be extended, and where checkpoints go), what
+    ``auto`` resolved to on this machine (``runtime``: a CPU run never resumes a GPU bf16
+    checkpoint), and the contents of the expert snapshots and training data it starts from."""
     settings = config.model_dump(
         mode="json", exclude={"iterations", "checkpoint_every", "checkpoint_dir"}
     )
+    settings["runtime"] = runtime
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     last = config.max_start_epoch + config.expert_epochs
     for tensor in [t["trajectory"][:last] for t in trajectories] + list(data):
@@ -68,9 +73,11 @@ def _fingerprint(
 
 def fast_path(config: DistillationParams, device: torch.device) -> MatchingConfig:
     """The inner loop's settings, with ``auto`` resolved: bf16 autocast and channels_last on
-    CUDA (where they save memory and time), plain fp32 on CPU (where bf16 is slower)."""
+    CUDA (bf16 only where the GPU supports it natively), plain fp32 on CPU (where bf16 is
+    slower)."""
     cuda = device.type == "cuda"
-    precision = config.precision if config.precision != "auto" else ("bf16" if cuda else "fp32")
+    auto_precision = "bf16" if bf16_supported(device) else "fp32"  # pre-Ampere GPUs: fp32
+    precision = auto_precision if config.precision == "auto" else config.precision
     channels_last = cuda if config.channels_last == "auto" else config.channels_last
     return to_dataclass(MatchingConfig, config, precision=precision, channels_last=channels_last)
 
@@ -123,10 +130,17 @@ def distill(
     model = recipe.build(seed=0).to(device).train()
     last_needed = config.max_start_epoch - 1 + config.expert_epochs
     bank = ExpertBank([t["trajectory"] for t in trajectories], last_needed, device)
-    matcher = TrajectoryMatcher(model, layout, fast_path(config, device))
+    matching = fast_path(config, device)
+    runtime = {
+        "device": device.type,
+        "precision": matching.precision,
+        "channels_last": matching.channels_last,
+        "tf32": config.tf32 and device.type == "cuda",
+    }
+    matcher = TrajectoryMatcher(model, layout, matching)
     distiller = Distiller(syn, matcher, bank, to_dataclass(OuterConfig, config), generator)
     fingerprint = _fingerprint(
-        config, trajectories, train_images["images"], train_text_features["embeddings"]
+        config, runtime, trajectories, train_images["images"], train_text_features["embeddings"]
     )
     checkpoint = Path(config.checkpoint_dir) / f"distillation_{fingerprint}.safetensors"
     logger.info(
@@ -151,6 +165,7 @@ def distill(
             "model": recipe.to_json(),
             "init_images": chosen.tolist(),
             "config": config.model_dump(mode="json"),
+            "runtime": runtime,
         },
     )
     first_loss = history["loss"].head(10).mean()
