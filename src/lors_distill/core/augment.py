@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lors_distill.core.device import to_device
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -67,7 +69,9 @@ def crop_and_flip(
     theta = torch.zeros(batch, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = scale_x, shift_x
     theta[:, 1, 1], theta[:, 1, 2] = scale_y, shift_y
-    grid = F.affine_grid(theta.to(device, images.dtype), list(images.shape), align_corners=False)
+    grid = F.affine_grid(
+        to_device(theta, device).to(images.dtype), list(images.shape), align_corners=False
+    )
     return F.grid_sample(
         images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )

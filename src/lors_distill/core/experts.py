@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from lors_distill.core.augment import AugmentConfig, crop_and_flip, rand_augment_uint8
 from lors_distill.core.data import ImageTextSplit, Normalizer
+from lors_distill.core.device import to_device
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
 from lors_distill.core.losses import symmetric_infonce
 from lors_distill.core.models import DualEncoder
@@ -126,8 +127,9 @@ def train_expert(
                         config.augment.rand_augment_magnitude,
                         generator,
                     )
-                inputs = crop_and_flip(normalize(pixels.to(device)), config.augment, generator)
-                text = train.text[captions[batch]].to(device)
+                pixels, text = to_device(pixels, device), train.text[captions[batch]]
+                inputs = crop_and_flip(normalize(pixels), config.augment, generator)
+                text = to_device(text, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     loss = symmetric_infonce(model(inputs, text))
                 optimizer.zero_grad(set_to_none=True)
