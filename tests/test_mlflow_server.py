@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,17 +62,20 @@ def tracking_server(tmp_path):
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        # no background job runner: it would leave a store in /dev/shm behind
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,  # its own process group: the uvicorn workers stop with it
     )
     try:
         _wait_healthy(url, server)
         yield url, tmp_path / "server-artifacts"
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=20)
         log.close()
 
 

@@ -66,6 +66,12 @@ def test_dataset_logs_a_pt2_model_that_loads_back_and_scores(tmp_path, monkeypat
 
 def test_without_an_active_run_only_the_file_is_written(tmp_path):
     dataset = ScorerModelDataset(filepath=str(tmp_path / "m.safetensors"), mlflow_model="m")
-    assert mlflow.active_run() is None
-    dataset.save(scorer_bundle(RECIPE.build(seed=0), RECIPE, NORMALIZER))
-    assert (tmp_path / "m.safetensors").is_file()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        assert mlflow.active_run() is None
+        bundle = scorer_bundle(RECIPE.build(seed=0), RECIPE, NORMALIZER)
+        dataset.save(bundle)
+        assert dataset.load().equals(bundle)
+        assert mlflow.search_runs(search_all_experiments=True).empty  # no run was started
+    finally:
+        mlflow.set_tracking_uri(None)

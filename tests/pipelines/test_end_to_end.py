@@ -60,8 +60,9 @@ def test_metrics_json_keys_and_values(finished):
     assert "| lors |" in markdown
     assert "last epoch" in markdown
     assert (finished / "data/08_reporting/recall_bar.png").read_bytes()[:4] == b"\x89PNG"
-    archived = json.loads((finished / "data/08_reporting/budgets/pairs_00012.json").read_text())
-    assert archived == {"num_pairs": 12, **metrics}
+    (archive,) = (finished / "data/08_reporting/budgets").glob("pairs_00012_*.json")
+    archived = json.loads(archive.read_text())
+    assert archived == {"num_pairs": 12, "setup": archive.stem.split("_")[-1], **metrics}
     assert (finished / "data/08_reporting/recall_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
 
 

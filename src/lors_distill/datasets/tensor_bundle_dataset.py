@@ -128,9 +128,9 @@ class TrajectoryDataset(TensorBundleDataset):
 class ScorerModelDataset(TensorBundleDataset):
     """A trained dual encoder (:func:`lors_distill.core.scorer.scorer_bundle`), saved locally as
     safetensors and, when an MLflow run is active, also logged to it as an MLflow ``pytorch``
-    model named ``mlflow_model`` in the ``pt2`` (``torch.export``) format: it loads back with
-    ``mlflow.pytorch.load_model(...)`` and maps ``(uint8 images, text vectors)`` to their cosine
-    similarities, without pickle and without this package.
+    model (named by the ``mlflow_model`` argument) in the ``pt2`` (``torch.export``) format: it
+    loads back with ``mlflow.pytorch.load_model(...)`` and maps ``(uint8 images, text
+    vectors)`` to their cosine similarities, without pickle and without this package.
 
     A model that ``torch.export`` cannot capture is still saved locally (and logged as a plain
     artifact); the reason is logged as a warning instead of failing the run.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,7 +156,8 @@ def train_model_on_set(
 ) -> TensorBundle:
     """The model trained on ``small_set`` with the first evaluation seed, as a scorer bundle.
 
-    It is the same model as the first of the ``num_eval`` runs of :func:`evaluate_set` (same
+    On CPU it is the same model as the first of the ``num_eval`` runs of
+    :func:`evaluate_set` (same
     seed, same data order), kept so it can be served and logged to MLflow.
     """
     config = parse_section("evaluation", params)
@@ -252,9 +255,8 @@ ORDER = (
 
 def summarise_evaluation(
     *results: dict[str, Any],
-) -> tuple[dict[str, float], str, pd.DataFrame, Figure, dict[str, dict[str, Any]]]:
-    """metrics.json, the comparison table (markdown + csv), the bar chart and this budget's
-    entry of the per-budget archive (``budget_metrics``)."""
+) -> tuple[dict[str, float], str, pd.DataFrame, Figure]:
+    """metrics.json, the comparison table (markdown + csv) and the bar chart."""
     done = sorted(
         (r for r in results if "skipped" not in r), key=lambda r: ORDER.index(r["method"])
     )
@@ -297,19 +299,41 @@ def summarise_evaluation(
     axis.tick_params(axis="x", rotation=30)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    # the budget is the distilled sets' N (an external set may differ; it is archived too)
-    num_pairs = next(r["num_pairs"] for r in done if "num_pairs" in r)
-    budget = {f"pairs_{num_pairs:05d}": {"num_pairs": num_pairs, **metrics}}
-    return metrics, markdown, table, figure, budget
+    return metrics, markdown, table, figure
 
 
 BUDGET_METHODS = ("lors", "mtt_vl", "random", "herding", "k_center", "forgetting")
+# what makes budgets comparable: same data, text features, model, experts and evaluation
+_SETUP_IGNORED = {"device", "num_workers", "external_set", "cross_arch"}
 
 
-def plot_recall_vs_budget(budgets: dict[str, Callable[[], dict[str, Any]]]) -> Figure:
+def setup_id(*sections: dict[str, Any]) -> str:
+    """A short hash of the parameter sections that must match for two budgets to share a plot
+    (the run-time-only keys such as ``device`` left out)."""
+    cleaned = [{k: v for k, v in s.items() if k not in _SETUP_IGNORED} for s in sections]
+    return hashlib.sha256(json.dumps(cleaned, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def archive_budget(
+    metrics: dict[str, float], lors_evaluation: dict[str, Any], *sections: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """This run's entry of the per-budget archive: ``pairs_<N>_<setup>`` -> metrics."""
+    num_pairs = int(lors_evaluation["num_pairs"])
+    setup = setup_id(*sections)
+    return {f"pairs_{num_pairs:05d}_{setup}": {"num_pairs": num_pairs, "setup": setup, **metrics}}
+
+
+def plot_recall_vs_budget(
+    budgets: dict[str, Callable[[], dict[str, Any]]], *sections: dict[str, Any]
+) -> Figure:
     """Mean recall (± std over seeds) against the number of pairs, one line per method, from
-    every budget archived in ``data/08_reporting/budgets`` (the full-data bound as a band)."""
-    entries = sorted((load() for load in budgets.values()), key=lambda e: e["num_pairs"])
+    the budgets archived in ``data/08_reporting/budgets`` by runs with this run's setup (other
+    data, experts or evaluation settings are left out), with the full-data bound."""
+    setup = setup_id(*sections)
+    entries = sorted(
+        (entry for load in budgets.values() if (entry := load()).get("setup") == setup),
+        key=lambda e: e["num_pairs"],
+    )
     figure = Figure(figsize=(7, 4.5))
     axis = figure.add_subplot()
     for method in BUDGET_METHODS:

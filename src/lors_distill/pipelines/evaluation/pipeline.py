@@ -5,6 +5,7 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from lors_distill.pipelines.evaluation.nodes import (
+    archive_budget,
     evaluate_external_set,
     evaluate_full_data,
     evaluate_set,
@@ -15,6 +16,8 @@ from lors_distill.pipelines.evaluation.nodes import (
 )
 
 TEST = ["test_images", "test_text_features", "params:evaluation"]
+# the sections whose values make two budgets comparable (see nodes.setup_id)
+SETUP = [f"params:{s}" for s in ("ingestion", "features", "model", "experts", "evaluation")]
 
 # method -> (set dataset, options)
 SETS = {
@@ -71,18 +74,18 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         Node(
             func=summarise_evaluation,
             inputs=[f"{m}_evaluation" for m in [*SETS, "external", "full_data"]],
-            outputs=[
-                "metrics",
-                "comparison_table_md",
-                "comparison_table",
-                "recall_bar_plot",
-                "budget_metrics",
-            ],
+            outputs=["metrics", "comparison_table_md", "comparison_table", "recall_bar_plot"],
             name="summarise_evaluation_node",
         ),
         Node(
+            func=archive_budget,
+            inputs=["metrics", "lors_evaluation", *SETUP],
+            outputs="budget_metrics",
+            name="archive_budget_node",
+        ),
+        Node(
             func=plot_recall_vs_budget,
-            inputs="budget_metrics",
+            inputs=["budget_metrics", *SETUP],
             outputs="recall_vs_budget_plot",
             name="plot_recall_vs_budget_node",
         ),
