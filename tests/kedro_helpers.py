@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ def run_kedro(
     The working directory matters: ``sqlite:///mlflow.db`` and relative paths are resolved
     against it, as they are for a user running ``kedro run`` in the project folder.
     """
+    _forget_tracking_uri()
     bootstrap_project(project)
     status = "FAILED"
     try:
@@ -42,10 +44,20 @@ def run_kedro(
         # A CLI run is one process; here many runs share one, so close what a run left open.
         while mlflow.active_run():
             mlflow.end_run(status)
+        _forget_tracking_uri()
+
+
+def _forget_tracking_uri() -> None:
+    """``mlflow.set_tracking_uri`` (called by kedro-mlflow) also exports MLFLOW_TRACKING_URI,
+    which ``conf/base/mlflow.yml`` reads: without this, every later session in this process
+    would log into the first project's store."""
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def load_catalog(project: Path, env: str = "test", params: dict | None = None):
     """The project's data catalog for ``env`` (to load what a run wrote)."""
+    _forget_tracking_uri()
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
         return session.load_context().catalog
