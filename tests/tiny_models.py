@@ -49,3 +49,31 @@ def tiny_clip(tmp_path_factory):
     if isinstance(paths, list) and cfg_path in paths:
         paths.remove(cfg_path)
     getattr(oc_factory, "_MODEL_CONFIGS", {}).pop(TINY_CLIP, None)
+
+
+def save_tiny_bert(folder, tokens: list[str], *, fast: bool = False):
+    """A 2-layer, 32-d random BERT whose vocabulary is the special tokens plus ``tokens``, saved
+    with its tokenizer in ``folder`` like a hub model (for ``hf:<folder>``). Returns the
+    tokenizer, for the caller's own checks."""
+    from pathlib import Path
+
+    from transformers import BertConfig, BertModel, BertTokenizer, BertTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *tokens]
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    # transformers 5: the vocab file goes in as `vocab=` (`vocab_file=` is silently ignored)
+    tokenizer = (BertTokenizerFast if fast else BertTokenizer)(vocab=str(vocab_file))
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return tokenizer

@@ -19,7 +19,7 @@ from lors_distill.core.text_encoders import (
     encode_unique,
     resolve_device,
 )
-from tests.tiny_models import TINY_CLIP
+from tests.tiny_models import TINY_CLIP, save_tiny_bert
 
 WORDS = ["a", "dog", "running", "on", "the", "beach", "red", "circle", "cat", "sits", "mat"]
 
@@ -214,25 +214,9 @@ def test_minilm_matches_manual_mean_pooling(minilm: TextEncoder) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    root = tmp_path_factory.mktemp("tiny_bert")
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    # transformers 5.x: the vocab file goes in as `vocab=` (`vocab_file=` is silently ignored).
-    tok = BertTokenizer(vocab=str(vocab))
-    assert tok.convert_tokens_to_ids("dog") == 6
-    out = root / "bert"
-    tok.save_pretrained(out)
-    config = BertConfig(
-        vocab_size=5 + len(WORDS),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)
+    out = tmp_path_factory.mktemp("tiny_bert") / "bert"
+    tokenizer = save_tiny_bert(out, WORDS)
+    assert tokenizer.convert_tokens_to_ids("dog") == 6
     return out
 
 

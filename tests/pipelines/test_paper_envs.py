@@ -35,6 +35,7 @@ from lors_distill.core.text_encoders import clean_caption
 from lors_distill.settings import CONFIG_LOADER_ARGS
 from tests.folders import captions_for, make_karpathy_folder, write_image
 from tests.kedro_helpers import PROJECT_ROOT, make_project_copy, run_kedro
+from tests.tiny_models import save_tiny_bert
 
 # PAPER.md section 3, written out independently of the YAML. COCO: where PAPER.md names only
 # what differs from the previous budget, the rest is the reference scripts' (as in the YAML).
@@ -210,25 +211,9 @@ MESSY = "Photo NUMBER 1000, caption 0 -- with a dog!!"
 
 def make_tiny_bert(folder: Path) -> Path:
     """A 2-layer, 32-d BERT with a 31-token WordPiece vocabulary, saved like a hub model."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS, *DIGITS]
-    vocab += [f"##{d}" for d in DIGITS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    # transformers 5: the vocab file goes in as `vocab=` (`vocab_file=` is silently ignored)
-    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"))
+    tokens = [*TINY_WORDS, *DIGITS, *(f"##{d}" for d in DIGITS)]
+    tokenizer = save_tiny_bert(folder, tokens, fast=True)
     assert tokenizer.tokenize("photo 1017") == ["photo", "1", "##0", "##1", "##7"]
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
     return folder
 
 
