@@ -2,12 +2,14 @@ import torch
 
 from lors_distill.core.coresets import (
     first_captions,
+    forgetting_counts,
     random_captions,
     select_forgetting,
     select_herding,
     select_k_center,
 )
 from lors_distill.core.data import ImageTextSplit
+from lors_distill.core.models import ConvNet, ConvNetConfig, DualEncoder
 
 
 def test_k_center_picks_spread_points():
@@ -52,3 +54,37 @@ def test_caption_choices_belong_to_their_image():
     assert first_captions(split).tolist() == [1, 2, 0]
     picks = random_captions(split, torch.Generator().manual_seed(1))
     assert split.caption_image[picks].tolist() == [0, 1, 2]
+
+
+def test_forgetting_counts_do_not_depend_on_the_global_rng():
+    """Dropout in the counting model draws from the node's generator, not the process RNG: a
+    resumed run (other nodes before it, or none) must choose the same forgetting coreset."""
+    data = torch.Generator().manual_seed(1)
+    split = ImageTextSplit(
+        images=torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=data),
+        text=torch.randn(48, 6, generator=data),
+        caption_image=torch.arange(24).repeat(2),
+    )
+
+    def count(global_seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        encoder = ConvNet(ConvNetConfig(width=4, depth=2, norm="instancenorm"), 8)
+        model = DualEncoder(encoder, encoder.output_dim, 6, dropout=0.5, temperature=0.07)
+        torch.manual_seed(global_seed)
+        before = torch.random.get_rng_state()
+        events = forgetting_counts(
+            model,
+            split,
+            lambda images: images.float() / 255,
+            epochs=4,
+            batch_size=8,
+            lr=0.5,
+            generator=torch.Generator().manual_seed(3),
+            device=torch.device("cpu"),
+        )
+        assert torch.equal(torch.random.get_rng_state(), before)  # the process RNG is untouched
+        return events
+
+    first = count(global_seed=10)
+    assert torch.equal(first, count(global_seed=99))
+    assert first.sum() > 0  # events were counted: training and dropout really ran

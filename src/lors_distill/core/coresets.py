@@ -102,8 +102,22 @@ def forgetting_counts(
 
     An event is an image whose own caption was the in-batch top-1 match at its previous visit
     and is not any more. Images never learned count as forgotten ``epochs`` times (hardest).
+    Every random draw, the text head's dropout included, comes from ``generator``, so the counts
+    do not depend on what ran before in the process.
     """
     captions = random_captions(split, generator)
+    dropout_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(dropout_seed)
+        return _count_forgetting(
+            model, split, normalize, captions, epochs, batch_size, lr, generator, device
+        )
+
+
+def _count_forgetting(
+    model, split, normalize, captions, epochs, batch_size, lr, generator, device
+) -> torch.Tensor:
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     model.to(device).train()
     previous = torch.zeros(split.num_images, dtype=torch.bool)
