@@ -107,7 +107,9 @@ def forgetting_counts(
     """
     captions = random_captions(split, generator)
     dropout_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(dropout_seed)
         return _count_forgetting(
@@ -118,6 +120,7 @@ def forgetting_counts(
 def _count_forgetting(
     model, split, normalize, captions, epochs, batch_size, lr, generator, device
 ) -> torch.Tensor:
+    """The training loop of :func:`forgetting_counts`, run inside its forked RNG."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     model.to(device).train()
     previous = torch.zeros(split.num_images, dtype=torch.bool)
