@@ -5,7 +5,7 @@ import torch
 
 from lors_distill.core import device as device_module
 from lors_distill.core.config import parse_section
-from lors_distill.core.device import tf32_matmuls
+from lors_distill.core.device import seeded_rng, tf32_matmuls
 from lors_distill.pipelines.distillation import nodes
 from tests.params import base_params
 
@@ -47,3 +47,16 @@ def test_auto_resolves_per_device(monkeypatch, device, native_bf16, overrides, e
 
 def test_bf16_supported_is_false_off_cuda():
     assert device_module.bf16_supported(torch.device("cpu")) is False
+
+
+def test_seeded_rng_depends_on_the_seed_only_and_restores_the_process_rng():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    with seeded_rng(7, torch.device("cpu")):
+        first = torch.rand(4)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.rand(10)  # a different process state going in
+    with seeded_rng(7):
+        assert torch.equal(torch.rand(4), first)
+    with seeded_rng(8):
+        assert not torch.equal(torch.rand(4), first)

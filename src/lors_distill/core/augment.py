@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lors_distill.core.device import to_device
+from lors_distill.core.device import seeded_rng, to_device
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ def rand_augment_uint8(
     seeds = torch.randint(0, 2**62, (images.shape[0],), generator=generator)
     out = torch.empty_like(images)
     for index, seed in enumerate(seeds.tolist()):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_rng(seed):
             out[index] = transform(images[index])
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from lors_distill.core.data import ImageTextSplit
+from lors_distill.core.device import seeded_rng
 from lors_distill.core.losses import symmetric_infonce
 from lors_distill.core.models import DualEncoder
 
@@ -107,11 +108,7 @@ def forgetting_counts(
     """
     captions = random_captions(split, generator)
     dropout_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(dropout_seed)
+    with seeded_rng(dropout_seed, device):
         return _count_forgetting(
             model, split, normalize, captions, epochs, batch_size, lr, generator, device
         )

@@ -27,6 +27,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 @contextmanager
+def seeded_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Inside the block the process RNG (CPU, and ``device``'s generator on CUDA) starts from
+    ``seed``; outside it is untouched. For the draws that cannot take a generator (dropout,
+    initialisation, torchvision transforms), so that they depend on the seed only."""
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
 def tf32_matmuls(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """On CUDA, fp32 matmuls and convolutions use TF32 inside the block when ``enabled`` and
     full IEEE fp32 when not (cuDNN convolutions default to TF32, so "off" must be explicit).

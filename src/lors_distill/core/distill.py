@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lors_distill.core.bundle import TensorBundle, load_bundle, save_bundle
+from lors_distill.core.device import seeded_rng
 from lors_distill.core.flat import ParameterLayout, functional_forward
 from lors_distill.core.losses import soft_loss
 from lors_distill.core.similarity import Similarity, similarity_stats
@@ -214,8 +215,7 @@ class TrajectoryMatcher:
         autocast = torch.autocast(
             theta.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
         )
-        with torch.random.fork_rng(devices=_devices(theta)), autocast:
-            torch.manual_seed(seed)  # same dropout masks in every pass over this step
+        with seeded_rng(seed, theta.device), autocast:  # same dropout masks in every pass
             logits = functional_forward(self.model, self.layout, theta, images, texts)
         # the master tensors (theta, images, texts, S, etas) stay fp32; so does the loss
         return self.loss_fn(logits.float(), targets.float())
@@ -304,10 +304,6 @@ def _on_device(batches: list[torch.Tensor], device: torch.device) -> list[torch.
 def _learnable(syn: SyntheticSet) -> list[torch.Tensor]:
     """The tensors the inner losses differentiate into (not the learning rates)."""
     return [syn.images, syn.texts, *syn.similarity.parameters()]
-
-
-def _devices(tensor: torch.Tensor) -> list[int]:
-    return [tensor.device.index or 0] if tensor.device.type == "cuda" else []
 
 
 def build_optimizer(syn: SyntheticSet, outer: OuterConfig) -> torch.optim.SGD:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from lors_distill.core.device import seeded_rng
 from lors_distill.core.losses import soft_loss
 from lors_distill.core.models import DualEncoder
 from lors_distill.core.retrieval import evaluate_model
@@ -78,8 +79,7 @@ def train_on_small_set(
     similarity = data.similarity.to(device)
     generator = torch.Generator().manual_seed(seed)
     losses = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout
+    with seeded_rng(seed, device):  # dropout
         for _ in tqdm(range(config.epochs), desc="evaluation training", disable=not show_progress):
             order = torch.randperm(images.shape[0], generator=generator)
             total = 0.0

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from lors_distill.core.augment import AugmentConfig, crop_and_flip, rand_augment_uint8
 from lors_distill.core.data import ImageTextSplit, Normalizer
-from lors_distill.core.device import to_device
+from lors_distill.core.device import seeded_rng, to_device
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
 from lors_distill.core.losses import symmetric_infonce
 from lors_distill.core.models import DualEncoder
@@ -107,8 +107,7 @@ def train_expert(
     autocast = config.mixed_precision and device.type == "cuda"
     snapshots = [flatten_parameters(model, layout).cpu()]
     losses, seen, elapsed = [], 0, 0.0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout masks
+    with seeded_rng(seed, device):  # dropout masks
         for epoch in range(config.epochs):
             images, captions = epoch_pairs(train, config.captions_per_epoch, generator)
             batches = list(torch.split(torch.arange(images.shape[0]), config.batch_size))

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lors_distill.core.device import seeded_rng
+
 
 @dataclass(frozen=True)
 class ConvNetConfig:
@@ -254,8 +256,7 @@ class ModelRecipe:
 
     def build(self, seed: int) -> DualEncoder:
         """A fresh model whose random initialisation depends only on ``seed``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_rng(seed):
             return build_dual_encoder(self.encoder, self.text_dim, self.dropout, self.temperature)
 
     def to_json(self) -> dict:
