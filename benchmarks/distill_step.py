@@ -3,7 +3,7 @@
 Random tensors stand in for data and expert trajectories (only shapes matter for speed), so no
 dataset or pipeline run is needed. Prints one JSON line per case:
 
-    python benchmarks/distill_step.py                 # CPU: the built-in default shape
+    python benchmarks/distill_step.py                 # CPU: the built-in shape, all 3 gradients
     python benchmarks/distill_step.py --cases paper   # CUDA: the paper's Flickr30k shapes
     python benchmarks/distill_step.py --cases paper --paths fp32,fast   # side by side, one run
 
@@ -12,6 +12,10 @@ Cases:
             syn_steps 8 (conf/base/parameters_distillation.yml).
   paper99   timm nfnet_l0 (random init), 224 px, 768-d text, N=99, mini-batch 20, rank 10.
   paper499  same, N=499, mini-batch 40, rank 20.
+Gradient modes (--grad-modes, default all three): ``tesla`` (first-order, constant memory),
+``tesla_one_graph`` (the same gradient from one graph), ``full`` (exact, through the unrolled
+inner loop: MTT-VL). On CPU each (case, mode, path) runs in a child process of its own, in turn,
+so the peak RSS (the process's high-water mark) is that measurement's alone.
 Paths (--paths): ``fp32`` (plain fp32, NCHW, no TF32) and ``fast`` (bf16 autocast for the
 encoders with fp32 master tensors, channels_last, TF32: what ``precision/channels_last: auto``
 and ``tf32: true`` give on CUDA). Seconds per iteration are the median of --repeat iterations
@@ -25,6 +29,8 @@ import json
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -91,7 +97,9 @@ def build(
     images = torch.randn(n, 3, case["size"], case["size"], generator=generator)
     texts = torch.randn(n, case["text_dim"], generator=generator)
     syn = SyntheticSet(images, texts, 0.1, similarity).to(device)
-    config = MatchingConfig(syn_steps, 1, 2, case["batch"], "wbce", False, grad_mode, **PATHS[path])
+    config = MatchingConfig(
+        syn_steps, 1, 2, case["batch"], "wbce", False, grad_mode, "keep", **PATHS[path]
+    )
     matcher = TrajectoryMatcher(model, layout, config)
     bank = ExpertBank(trajectories, last_needed=2, device=device)
     outer = OuterConfig(10.0, 10.0, 1e-3, 1.0, 0.5, 1e-4)
@@ -112,9 +120,9 @@ def _time(distiller: Distiller, device: torch.device, args) -> list[float]:
     return times
 
 
-def measure(name: str, device: torch.device, args, path: str) -> dict:
+def measure(name: str, device: torch.device, args, path: str, grad_mode: str) -> dict:
     case = CASES[name]
-    distiller, parameters = build(case, device, args.syn_steps, args.grad_mode, path)
+    distiller, parameters = build(case, device, args.syn_steps, grad_mode, path)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -131,7 +139,7 @@ def measure(name: str, device: torch.device, args, path: str) -> dict:
         "case": name,
         "path": path,
         "device": device.type,
-        "grad_mode": args.grad_mode,
+        "grad_mode": grad_mode,
         "syn_steps": args.syn_steps,
         "num_pairs": case["n"],
         "mini_batch": case["batch"],
@@ -142,7 +150,18 @@ def measure(name: str, device: torch.device, args, path: str) -> dict:
         **memory,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def main() -> None:
@@ -152,7 +171,12 @@ def main() -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--syn-steps", type=int, default=8)
-    parser.add_argument("--grad-mode", default="tesla", choices=["tesla", "unrolled"])
+    parser.add_argument(
+        "--grad-modes",
+        default="tesla,tesla_one_graph,full",
+        help="comma list of tesla,tesla_one_graph,full",
+    )
+    parser.add_argument("--in-process", action="store_true", help="no child process per case")
     parser.add_argument("--paths", default="fp32", help="comma list of fp32,fast")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
@@ -162,9 +186,25 @@ def main() -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
+    modes = args.grad_modes.split(",")
+    unknown = set(modes) - {"tesla", "tesla_one_graph", "full"}
+    if unknown:
+        parser.error(f"--grad-modes: unknown {sorted(unknown)}")
     for name in names:
         for path in args.paths.split(","):
-            print(json.dumps(measure(name, device, args, path)), flush=True)
+            for mode in modes:
+                if device.type == "cpu" and not args.in_process:
+                    _child(args, name, path, mode)
+                else:
+                    print(json.dumps(measure(name, device, args, path, mode)), flush=True)
+
+
+def _child(args, name: str, path: str, mode: str) -> None:
+    """One measurement in a fresh process (clean peak RSS); its JSON line is passed through."""
+    command = [sys.executable, __file__, "--in-process", "--device", "cpu", "--cases", name]
+    command += ["--paths", path, "--grad-modes", mode, "--syn-steps", str(args.syn_steps)]
+    command += ["--warmup", str(args.warmup), "--repeat", str(args.repeat)]
+    subprocess.run(command, check=True)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,19 @@ def test_other_similarities(experts_project, sim_type):
     distilled = load_bundle(project / DISTILLED)
     matrix = similarity_from_bundle(distilled).matrix()
     if sim_type == "identity":
-        assert distilled.metadata["method"] == "mtt_vl"
+        assert distilled.metadata["method"] == "lors"  # the lors pipeline, configured so
         assert torch.equal(matrix, torch.eye(12))
         assert not any(name.startswith("similarity.") for name in distilled.tensors)
     else:
         assert distilled["similarity.weight"].shape == (12, 12)
         assert (matrix - torch.eye(12)).abs().max() > 1e-3
+
+
+def test_inner_temperature_stays_out_of_the_evaluation_recipe(experts_project):
+    """COCO 500's tau 0.1 changes the inner loop only: the set is evaluated at the experts' 0.07
+    like every other set (as in the reference)."""
+    project = experts_project
+    run_kedro(project, ["distillation"], params={"distillation": {"temperature": 0.1}})
+    distilled = load_bundle(project / DISTILLED)
+    assert distilled.metadata["config"]["temperature"] == 0.1
+    assert distilled.metadata["model"]["temperature"] == pytest.approx(0.07)

@@ -179,7 +179,9 @@ class DistillationParams(_Strict):
     alpha: float
     loss: Literal["wbce", "bce", "infonce", "cwcl", "kl", "mse"]
     merge_branches: bool
-    grad_mode: Literal["tesla", "unrolled"]
+    grad_mode: Literal["tesla", "tesla_one_graph", "full"]
+    mini_batch_remainder: Literal["keep", "drop"]
+    expert_sampling: Literal["uniform", "cycle"]
     lr_images: float = Field(ge=0.0)
     lr_texts: float = Field(ge=0.0)
     lr_lr: float = Field(ge=0.0)

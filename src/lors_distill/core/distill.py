@@ -10,17 +10,24 @@ One outer iteration (PAPER.md section 3):
    (or over all parameters at once with ``merge_branches``);
 4. backpropagate into images, texts, similarity parameters and the etas.
 
-Gradients (``grad_mode``):
+Gradients (``grad_mode``; PAPER.md section 3):
 
-* ``tesla`` (default): constant memory. With ``G = sum_i g_i`` and
+* ``tesla``: TESLA's first-order gradient in constant memory. With ``G = sum_i g_i`` and
   ``theta_end = theta_s - eta G``, ``dL/dg_i = 2 eta (theta_target - theta_end) / D``, so a first
   pass without graph computes ``G``, and a second pass recomputes each ``g_i`` with a graph and
-  backpropagates that constant vector into step ``i`` only.
-* ``unrolled``: the same quantity from one graph over all steps (memory grows with
-  ``syn_steps``), kept to check ``tesla`` against.
+  backpropagates that constant vector into step ``i`` only. Each ``g_i`` is taken at the
+  parameters of step ``i`` held constant: how ``theta_i`` depends on the synthetic data of
+  earlier steps and on ``eta`` is dropped (as in the LoRS reference).
+* ``tesla_one_graph``: the same first-order gradient from one graph over all steps (memory
+  grows with ``syn_steps``; faster where memory is no concern); tested to equal ``tesla``.
+* ``full``: the exact gradient of the matching loss through the unrolled inner loop (MTT, and
+  MTT-VL's reference code): ``theta_{i+1} = theta_i - eta g_i(theta_i)`` keeps its graph, so
+  the gradient includes the dependence of every ``theta_i`` on the synthetic data of earlier
+  steps and on ``eta``. Memory grows with ``syn_steps``.
 
-In both, ``g_i`` is taken at the (detached) parameters of step ``i``, as in the reference.
-Dropout masks are seeded per step, so both passes see identical networks.
+With ``merge_branches`` the synthetic data and ``S`` follow one distance ratio over all
+parameters, while the two inner learning rates follow the per-branch ratios (as the reference
+does for COCO). Dropout masks are seeded per step, so every pass sees identical networks.
 """
 
 from __future__ import annotations
@@ -45,6 +52,35 @@ from lors_distill.core.similarity import Similarity, similarity_stats
 logger = logging.getLogger(__name__)
 
 
+FIRST_ORDER = ("tesla", "tesla_one_graph")
+
+
+def method_settings(method: str, grad_mode: str) -> dict[str, str]:
+    """The settings that define a trajectory-matching method (PAPER.md sections 3 and 5).
+
+    * ``lors``: the configuration as it is (learned similarity; TESLA gradient by default);
+    * ``tesla_vl``: ``S = I`` fixed, TESLA's first-order gradient (in the configured variant,
+      ``tesla`` or ``tesla_one_graph``: the same gradient);
+    * ``mtt_vl``: ``S = I`` fixed, the exact gradient through the unrolled inner loop.
+
+    Args:
+        grad_mode: the configured ``distillation.grad_mode``.
+    """
+    if method == "lors":
+        return {}
+    if method == "tesla_vl":
+        return {
+            "sim_type": "identity",
+            "grad_mode": grad_mode if grad_mode in FIRST_ORDER else "tesla",
+        }
+    if method == "mtt_vl":
+        return {"sim_type": "identity", "grad_mode": "full"}
+    raise ValueError(f"unknown trajectory-matching method {method!r}: use lors, tesla_vl or mtt_vl")
+
+
+METHODS = ("lors", "tesla_vl", "mtt_vl")
+
+
 class DistillationDivergedError(RuntimeError):
     """The matching loss became NaN or infinite."""
 
@@ -59,7 +95,8 @@ class MatchingConfig:
     mini_batch_size: int
     loss: str
     merge_branches: bool
-    grad_mode: Literal["tesla", "unrolled"]
+    grad_mode: Literal["tesla", "tesla_one_graph", "full"]
+    mini_batch_remainder: Literal["keep", "drop"]
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: encoders under autocast
     channels_last: bool = False  # NHWC images for the convolutions
 
@@ -144,7 +181,13 @@ class ExpertBank:
         last_needed: highest snapshot index used (``max_start_epoch - 1 + expert_epochs``).
     """
 
-    def __init__(self, trajectories: list[torch.Tensor], last_needed: int, device: torch.device):
+    def __init__(
+        self,
+        trajectories: list[torch.Tensor],
+        last_needed: int,
+        device: torch.device,
+        sampling: Literal["uniform", "cycle"] = "uniform",
+    ):
         shortest = min(t.shape[0] for t in trajectories)
         if last_needed >= shortest:
             raise ValueError(
@@ -152,16 +195,25 @@ class ExpertBank:
                 f"but the experts only have {shortest - 1} epochs"
             )
         self.snapshots = torch.stack([t[: last_needed + 1] for t in trajectories]).to(device)
+        self.sampling = sampling
+        self._pending: list[int] = []  # cycle: the experts left in the current shuffled pass
 
     @property
     def num_experts(self) -> int:
         return int(self.snapshots.shape[0])
 
+    def _next_expert(self, generator: torch.Generator) -> int:
+        if self.sampling == "uniform":  # with replacement
+            return int(torch.randint(self.num_experts, (1,), generator=generator))
+        if not self._pending:  # cycle: every expert once per pass, in a fresh shuffled order
+            self._pending = torch.randperm(self.num_experts, generator=generator).tolist()
+        return self._pending.pop(0)
+
     def sample(
         self, generator: torch.Generator, max_start_epoch: int, expert_epochs: int
     ) -> tuple[int, int, torch.Tensor, torch.Tensor]:
         """``(expert, start epoch, theta_start, theta_target)``."""
-        expert = int(torch.randint(self.num_experts, (1,), generator=generator))
+        expert = self._next_expert(generator)
         start = int(torch.randint(max_start_epoch, (1,), generator=generator))
         return (
             expert,
@@ -170,16 +222,33 @@ class ExpertBank:
             self.snapshots[expert, start + expert_epochs],
         )
 
+    def state(self) -> torch.Tensor:
+        """The cycle position: ``[count, *pending experts, -1 padding]`` (``num_experts + 1``)."""
+        padding = [-1] * (self.num_experts - len(self._pending))
+        return torch.tensor([len(self._pending), *self._pending, *padding], dtype=torch.int64)
+
+    def load_state(self, state: torch.Tensor) -> None:
+        count = int(state[0])
+        self._pending = state[1 : 1 + count].tolist()
+
 
 def _mini_batches(
-    size: int, batch: int, steps: int, generator: torch.Generator
+    size: int, batch: int, steps: int, generator: torch.Generator, remainder: str = "keep"
 ) -> list[torch.Tensor]:
-    """``steps`` index batches drawn without replacement, reshuffling when the set runs out."""
+    """``steps`` index batches drawn without replacement, reshuffling when the set runs out.
+
+    ``remainder``: ``keep`` uses the short last batch of a permutation (every pair is seen
+    equally often); ``drop`` skips it and reshuffles, so every batch has ``batch`` pairs (the
+    LoRS reference).
+    """
     batches: list[torch.Tensor] = []
     pool: list[torch.Tensor] = []
     while len(batches) < steps:
         if not pool:
-            pool = list(torch.randperm(size, generator=generator).split(batch))[::-1]
+            pool = list(torch.randperm(size, generator=generator).split(batch))
+            if remainder == "drop" and pool[-1].numel() < batch:
+                pool.pop()
+            pool.reverse()
         batches.append(pool.pop())
     return batches
 
@@ -193,10 +262,11 @@ class TrajectoryMatcher:
         self.config = config
         self.loss_fn = soft_loss(config.loss)
         slices = layout.branch_slices()
-        self.branches = (
-            {"all": slice(0, layout.size)}
-            if config.merge_branches
-            else {name: s for name, s in slices.items() if s.stop > s.start}
+        # the per-branch ratios (what the learning rates follow, and what is reported)
+        self.branches = {name: s for name, s in slices.items() if s.stop > s.start}
+        # the ratio(s) the synthetic data and S follow
+        self.objective = (
+            {"all": slice(0, layout.size)} if config.merge_branches else dict(self.branches)
         )
 
     def _lr_vector(self, lrs: torch.Tensor) -> torch.Tensor:
@@ -220,10 +290,13 @@ class TrajectoryMatcher:
         # the master tensors (theta, images, texts, S, etas) stay fp32; so does the loss
         return self.loss_fn(logits.float(), targets.float())
 
-    def _branch_loss(self, theta_end, theta_target, denominators) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _ratios(theta_end, theta_start, theta_target, slices) -> dict[str, torch.Tensor]:
+        """``||theta_end - target||^2 / ||theta_start - target||^2`` over each slice."""
         return {
-            name: (theta_end[s] - theta_target[s]).pow(2).sum() / denominators[name]
-            for name, s in self.branches.items()
+            name: (theta_end[s] - theta_target[s]).pow(2).sum()
+            / (theta_start[s] - theta_target[s]).pow(2).sum().clamp(min=1e-12)
+            for name, s in slices.items()
         }
 
     def match(
@@ -236,23 +309,55 @@ class TrajectoryMatcher:
         """Run the inner loop from ``theta_start``; accumulate gradients into ``syn``'s ``.grad``.
 
         Returns:
-            The per-branch matching losses (detached).
+            Detached losses: ``loss`` (the objective of the synthetic data: the sum of the
+            per-branch ratios, or the merged ratio) and one ``loss_<branch>`` per branch.
         """
         config = self.config
         batches = _on_device(
-            _mini_batches(syn.size, config.mini_batch_size, config.syn_steps, generator),
+            _mini_batches(
+                syn.size,
+                config.mini_batch_size,
+                config.syn_steps,
+                generator,
+                config.mini_batch_remainder,
+            ),
             syn.images.device,
         )
         seeds = torch.randint(0, 2**62, (config.syn_steps,), generator=generator).tolist()
         theta_start = theta_start.detach().float()
         theta_target = theta_target.detach().float()
-        denominators = {
-            name: (theta_start[s] - theta_target[s]).pow(2).sum().clamp(min=1e-12)
-            for name, s in self.branches.items()
-        }
         lr_vector = self._lr_vector(syn.lrs)
+        if config.grad_mode == "full":
+            theta_end = self._unroll_exact(syn, theta_start, lr_vector, batches, seeds)
+        else:
+            theta_end = self._unroll_first_order(syn, theta_start, lr_vector, batches, seeds)
+        branch = self._ratios(theta_end, theta_start, theta_target, self.branches)
+        objective = (
+            self._ratios(theta_end, theta_start, theta_target, self.objective)
+            if config.merge_branches
+            else branch
+        )
+        data_loss, lr_loss = sum(objective.values()), sum(branch.values())
+        if config.grad_mode == "tesla":
+            # theta_end depends on the learning rates only (the sum of gradients is constant)
+            lr_loss.backward(inputs=[syn.lrs])
+            self._tesla_pass(syn, theta_start, theta_end.detach(), theta_target, batches, seeds)
+        elif config.merge_branches:
+            data_loss.backward(inputs=_learnable(syn), retain_graph=True)
+            lr_loss.backward(inputs=[syn.lrs])
+        else:
+            data_loss.backward(inputs=[*_learnable(syn), syn.lrs])
+        return {
+            "loss": data_loss.detach(),
+            **{f"loss_{name}": value.detach() for name, value in branch.items()},
+        }
+
+    def _unroll_first_order(self, syn, theta_start, lr_vector, batches, seeds) -> torch.Tensor:
+        """``theta_start - eta * sum_i g_i`` with each ``g_i`` taken at the constant parameters
+        of step ``i``; the ``g_i`` keep their graph into the synthetic data only for
+        ``tesla_one_graph`` (``tesla`` recomputes them one at a time later)."""
+        keep_graph = self.config.grad_mode == "tesla_one_graph"
         step_lr = lr_vector.detach()
-        keep_graph = config.grad_mode == "unrolled"
         theta, grad_sum = theta_start.clone(), torch.zeros_like(theta_start)
         for index, seed in zip(batches, seeds, strict=True):
             leaf = theta.detach().requires_grad_(True)
@@ -260,28 +365,24 @@ class TrajectoryMatcher:
             (grad,) = torch.autograd.grad(loss, leaf, create_graph=keep_graph)
             grad_sum = grad_sum + grad
             theta = theta - step_lr * grad.detach()
-        theta_end = theta_start - lr_vector * grad_sum
-        losses = self._branch_loss(theta_end, theta_target, denominators)
-        sum(losses.values()).backward()  # unrolled: everything; tesla: the learning rates only
-        if not keep_graph:
-            self._tesla_pass(
-                syn,
-                theta_start,
-                theta_end.detach(),
-                theta_target,
-                batches,
-                seeds,
-                step_lr,
-                denominators,
-            )
-        return {name: value.detach() for name, value in losses.items()}
+        return theta_start - lr_vector * grad_sum
 
-    def _tesla_pass(
-        self, syn, theta_start, theta_end, theta_target, batches, seeds, step_lr, denominators
-    ) -> None:
+    def _unroll_exact(self, syn, theta_start, lr_vector, batches, seeds) -> torch.Tensor:
+        """``theta_{i+1} = theta_i - eta g_i(theta_i)`` with the graph kept through every step
+        (``create_graph`` at graph-carrying parameters): the exact gradient."""
+        theta = theta_start.clone().requires_grad_(True)
+        for index, seed in zip(batches, seeds, strict=True):
+            loss = self._inner_loss(theta, syn, index, seed, graph=True)
+            (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
+            theta = theta - lr_vector * grad
+        return theta
+
+    def _tesla_pass(self, syn, theta_start, theta_end, theta_target, batches, seeds) -> None:
         scale = torch.empty_like(theta_start)
-        for name, s in self.branches.items():
-            scale[s] = 2.0 / denominators[name]
+        for s in self.objective.values():
+            distance = (theta_start[s] - theta_target[s]).pow(2).sum().clamp(min=1e-12)
+            scale[s] = 2.0 / distance
+        step_lr = self._lr_vector(syn.lrs).detach()
         upstream = step_lr * (theta_target - theta_end) * scale  # dL/dg_i, the same for every i
         theta = theta_start.clone()
         for index, seed in zip(batches, seeds, strict=True):
@@ -350,7 +451,7 @@ class Distiller:
         )
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.matcher.match(self.syn, theta_start, theta_target, self.generator)
-        total = float(sum(losses.values()))  # one host sync per outer iteration
+        total = float(losses["loss"])  # one host sync per outer iteration
         if not math.isfinite(total):
             raise DistillationDivergedError(
                 f"matching loss is {total} at iteration {self.iteration + 1} (expert {expert}, "
@@ -366,7 +467,7 @@ class Distiller:
             "expert": expert,
             "start_epoch": start,
             "loss": total,
-            **{f"loss_{name}": float(value) for name, value in losses.items()},
+            **{name: float(value) for name, value in losses.items() if name != "loss"},
             "lr_image": float(self.syn.lrs[0].detach()),
             "lr_text": float(self.syn.lrs[1].detach()),
             **similarity_stats(self.syn.similarity),
@@ -387,6 +488,7 @@ class Distiller:
                 if buffer is not None:
                     tensors[f"momentum.{names[id(param)]}"] = buffer.detach().cpu().clone()
         tensors["generator"] = self.generator.get_state()
+        tensors["expert_cycle"] = self.bank.state()
         tensors["iteration"] = torch.tensor([self.iteration], dtype=torch.int64)
         return tensors
 
@@ -403,6 +505,8 @@ class Distiller:
                     tensors[key].to(param.device).clone()
                 )
         self.generator.set_state(tensors["generator"])
+        if "expert_cycle" in tensors:
+            self.bank.load_state(tensors["expert_cycle"])
         self.iteration = int(tensors["iteration"][0])
 
 
@@ -413,6 +517,7 @@ def run_distillation(
     every: int = 50,
     fingerprint: str = "",
     show_progress: bool = True,
+    description: str = "distillation",
 ) -> list[dict[str, Any]]:
     """Run the outer loop to ``iterations``, checkpointing every ``every`` iterations.
 
@@ -441,7 +546,7 @@ def run_distillation(
     bar = tqdm(
         total=iterations,
         initial=distiller.iteration,
-        desc="distillation",
+        desc=description,
         disable=not show_progress,
     )
     while distiller.iteration < iterations:

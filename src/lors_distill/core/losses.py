@@ -21,15 +21,19 @@ def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
 
 def wbce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Weighted BCE (LoRS default): BCE of ``sigmoid(Z)`` vs ``S`` averaged separately over
-    entries with ``S > 0.5`` and ``S <= 0.5``, then the two averages averaged."""
+    entries with ``S > 0.5`` and ``S <= 0.5``, then ``(positive + negative) / 2``.
+
+    A part with no entries counts as 0 (the reference's ``sum / (count + 1e-6)``), so a block
+    with only positives weighs half as much as its plain mean. BCE is taken on the logits
+    (stable for large ``|Z|``) where the reference clamps ``log(p + 1e-6)``.
+    """
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     # masks as weights, not boolean indexing: no host synchronisation (GPU inner loop)
     positive = (targets > 0.5).to(loss.dtype)
     masks = torch.stack([positive, 1.0 - positive])  # (2, B_img, B_txt)
     counts = masks.sum(dim=(1, 2))
-    means = (masks * loss).sum(dim=(1, 2)) / counts.clamp(min=1.0)
-    present = (counts > 0).to(loss.dtype)  # an empty part is left out of the average
-    return (means * present).sum() / present.sum()
+    means = (masks * loss).sum(dim=(1, 2)) / counts.clamp(min=1.0)  # an empty part: 0
+    return means.sum() / 2
 
 
 def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -44,30 +48,40 @@ def soft_infonce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 0.5 * (rows + cols)
 
 
+CWCL_EPS = 1e-6  # the reference's: a learned row sum <= 0 stays finite
+
+
 def cwcl(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Soft InfoNCE with targets normalised by their row (resp. column) sums."""
-    rows = targets / targets.sum(dim=1, keepdim=True).clamp(min=1e-8)
-    cols = targets / targets.sum(dim=0, keepdim=True).clamp(min=1e-8)
-    row_loss = -(rows * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    col_loss = -(cols * F.log_softmax(logits, dim=0)).sum(dim=0).mean()
+    """Soft InfoNCE with each row (resp. column) divided by its target sum ``+ 1e-6``."""
+    row_loss = -(
+        (targets * F.log_softmax(logits, dim=1)).sum(dim=1) / (targets.sum(dim=1) + CWCL_EPS)
+    ).mean()
+    col_loss = -(
+        (targets * F.log_softmax(logits, dim=0)).sum(dim=0) / (targets.sum(dim=0) + CWCL_EPS)
+    ).mean()
     return 0.5 * (row_loss + col_loss)
 
 
 def kl(logits: torch.Tensor, targets: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
-    """``KL(softmax(10 S) || softmax(Z))`` over rows and columns, averaged."""
+    """``KL(softmax(10 S) || softmax(Z))`` over rows and over columns, averaged.
+
+    Each direction is the mean over all ``B x B`` entries of the pointwise KL terms (PyTorch's
+    ``KLDivLoss(reduction="mean")``, as in the reference), i.e. the per-row KL divided by ``B``.
+    """
     row = F.kl_div(
         F.log_softmax(logits, dim=1),
         F.log_softmax(sharpness * targets, dim=1),
-        reduction="batchmean",
+        reduction="sum",
         log_target=True,
     )
     col = F.kl_div(
         F.log_softmax(logits.T, dim=1),
         F.log_softmax(sharpness * targets.T, dim=1),
-        reduction="batchmean",
+        reduction="sum",
         log_target=True,
     )
-    return 0.5 * (row + col)
+    # sum / (B x B), written out: PyTorch plans to turn reduction="mean" into "batchmean"
+    return 0.5 * (row + col) / logits.numel()
 
 
 def mse(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The ``baselines`` pipeline: coresets + MTT-VL (the distillation pipeline, identity S)."""
+"""The ``baselines`` pipeline: coresets + TESLA-VL and MTT-VL (the distillation pipeline with
+``S = I``, the first-order and the exact matching gradient)."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -6,6 +7,7 @@ from lors_distill.pipelines import distillation
 from lors_distill.pipelines.baselines.nodes import select_coresets
 
 CORESETS = ("random", "herding", "k_center", "forgetting")
+TRAJECTORY_BASELINES = ("tesla_vl", "mtt_vl")  # see lors_distill.core.distill.METHODS
 
 
 def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
@@ -22,10 +24,13 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         outputs=[f"{method}_set" for method in CORESETS],
         name="select_coresets_node",
     )
-    mtt_vl = Pipeline(
-        distillation.create_pipeline(num_experts, sim_type="identity"),
-        namespace="mtt_vl",
-        inputs={"train_images", "train_text_features", "captions", *trajectories},
-        parameters={"params:distillation"},
-    )
-    return Pipeline([coresets, mtt_vl], tags="baselines")
+    matching = [
+        Pipeline(
+            distillation.create_pipeline(num_experts, method=method),
+            namespace=method,
+            inputs={"train_images", "train_text_features", "captions", *trajectories},
+            parameters={"params:distillation"},
+        )
+        for method in TRAJECTORY_BASELINES
+    ]
+    return Pipeline([coresets, *matching], tags="baselines")

@@ -26,6 +26,7 @@ from lors_distill.core.distill import (
     SyntheticSet,
     TrajectoryMatcher,
     init_synthetic_pairs,
+    method_settings,
     run_distillation,
 )
 from lors_distill.core.distilled import similarity_from_bundle, to_bundle
@@ -87,7 +88,7 @@ def distill(
     train_text_features: TensorBundle,
     params: dict[str, Any],
     *trajectories: TensorBundle,
-    sim_type: str | None = None,
+    method: str = "lors",
 ) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
     """Learn N synthetic pairs, their similarity and two inner learning rates by matching the
     expert trajectories.
@@ -97,19 +98,24 @@ def distill(
         train_text_features: their caption vectors.
         params: the ``distillation`` parameter section.
         trajectories: the expert trajectory bundles.
-        sim_type: overrides ``distillation.sim_type`` (``identity`` gives MTT-VL / TESLA-VL).
+        method: ``lors``, or a baseline that fixes part of the configuration (``tesla_vl``:
+            ``S = I`` with TESLA's gradient; ``mtt_vl``: ``S = I`` with the exact gradient; see
+            :func:`lors_distill.core.distill.method_settings`).
 
     Returns:
         The distilled set (see :mod:`lors_distill.core.distilled`), its metadata as JSON (also in
         the safetensors header) and the per-iteration history (loss, per-branch losses, learning
         rates, S statistics).
     """
-    config = parse_section(
-        "distillation", {**params, **({"sim_type": sim_type} if sim_type else {})}
-    )
+    fixed = method_settings(method, params.get("grad_mode", ""))
+    config = parse_section("distillation", {**params, **fixed})
     recipe, layout = _experts_recipe(trajectories)
+    # distillation.temperature changes the inner loop only; the distilled set keeps the experts'
+    # recipe, so it is evaluated at the experts' temperature like every other set (as in the
+    # reference, which trains and scores every evaluation model at 0.07)
+    inner_recipe = recipe
     if config.temperature is not None:
-        recipe = replace(recipe, temperature=config.temperature)
+        inner_recipe = replace(recipe, temperature=config.temperature)
     device = resolve_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     first = trajectories[0]
@@ -127,9 +133,11 @@ def distill(
         config.sim_type, config.num_pairs, config.rank, config.alpha, generator
     )
     syn = SyntheticSet(images, texts, config.lr_init, similarity).to(device)
-    model = recipe.build(seed=0).to(device).train()
+    model = inner_recipe.build(seed=0).to(device).train()
     last_needed = config.max_start_epoch - 1 + config.expert_epochs
-    bank = ExpertBank([t["trajectory"] for t in trajectories], last_needed, device)
+    bank = ExpertBank(
+        [t["trajectory"] for t in trajectories], last_needed, device, config.expert_sampling
+    )
     matching = fast_path(config, device)
     runtime = {
         "device": device.type,
@@ -144,22 +152,30 @@ def distill(
     )
     checkpoint = Path(config.checkpoint_dir) / f"distillation_{fingerprint}.safetensors"
     logger.info(
-        "distilling %d pairs (%s similarity) from %d experts, %d iterations; checkpoint %s",
+        "%s: distilling %d pairs (%s similarity, %s gradient) from %d experts, %d iterations; "
+        "checkpoint %s",
+        method,
         config.num_pairs,
         config.sim_type,
+        config.grad_mode,
         bank.num_experts,
         config.iterations,
         checkpoint,
     )
     with tf32_matmuls(device, config.tf32):
         rows = run_distillation(
-            distiller, config.iterations, checkpoint, config.checkpoint_every, fingerprint
+            distiller,
+            config.iterations,
+            checkpoint,
+            config.checkpoint_every,
+            fingerprint,
+            description=f"distillation ({method})",
         )
     history = pd.DataFrame(rows)
     distilled = to_bundle(
         syn,
         {
-            "method": "lors" if config.sim_type != "identity" else "mtt_vl",
+            "method": method,
             "image_mean": list(normalizer.mean),
             "image_std": list(normalizer.std),
             "model": recipe.to_json(),

@@ -7,15 +7,16 @@ from kedro.pipeline import Node, Pipeline
 from lors_distill.pipelines.distillation.nodes import distill, report_distillation
 
 
-def create_pipeline(num_experts: int = 1, sim_type: str | None = None, **kwargs) -> Pipeline:
+def create_pipeline(num_experts: int = 1, method: str = "lors", **kwargs) -> Pipeline:
     """Distil from the ``num_experts`` expert trajectories, then draw the report plots.
 
-    ``sim_type`` overrides ``distillation.sim_type`` (the baselines reuse this pipeline with
-    ``identity`` under the ``mtt_vl`` namespace).
+    ``method`` is a trajectory-matching method of :data:`lors_distill.core.distill.METHODS`:
+    ``lors`` (the ``distillation`` section as configured) or a baseline that fixes part of it
+    (``tesla_vl``, ``mtt_vl``: the baselines pipeline reuses this pipeline under their names).
     """
     func = distill
-    if sim_type:
-        func = update_wrapper(partial(distill, sim_type=sim_type), distill)
+    if method != "lors":
+        func = update_wrapper(partial(distill, method=method), distill)
     return Pipeline(
         [
             Node(
@@ -36,5 +37,5 @@ def create_pipeline(num_experts: int = 1, sim_type: str | None = None, **kwargs)
                 name="report_distillation_node",
             ),
         ],
-        tags="distillation" if sim_type is None else None,
+        tags="distillation" if method == "lors" else None,
     )

@@ -240,6 +240,7 @@ def evaluate_full_data(
 
 ORDER = (
     "lors",
+    "tesla_vl",
     "mtt_vl",
     "random",
     "herding",
@@ -302,7 +303,7 @@ def summarise_evaluation(
     return metrics, markdown, table, figure
 
 
-BUDGET_METHODS = ("lors", "mtt_vl", "random", "herding", "k_center", "forgetting")
+BUDGET_METHODS = ("lors", "tesla_vl", "mtt_vl", "random", "herding", "k_center", "forgetting")
 # what makes budgets comparable: same data, text features, model, experts and evaluation
 _SETUP_IGNORED = {"device", "num_workers", "external_set", "cross_arch"}
 

@@ -22,6 +22,7 @@ SETUP = [f"params:{s}" for s in ("ingestion", "features", "model", "experts", "e
 # method -> (set dataset, options)
 SETS = {
     "lors": ("distilled_set", {}),
+    "tesla_vl": ("tesla_vl.distilled_set", {}),
     "mtt_vl": ("mtt_vl.distilled_set", {}),
     "random": ("random_set", {}),
     "herding": ("herding_set", {}),
