@@ -1,7 +1,14 @@
+from dataclasses import replace
+
 import torch
 
 from lors_distill.core.data import Normalizer
-from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, evaluate_small_set
+from lors_distill.core.evaluate import (
+    EvalTrainingConfig,
+    RetrievalSplit,
+    SmallSet,
+    evaluate_small_set,
+)
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
 from lors_distill.core.retrieval import evaluate_model
 from lors_distill.core.similarity import IdentitySimilarity
@@ -39,28 +46,48 @@ def test_training_on_a_small_set_fits_it():
         return evaluate_model(model, train.images, texts, own, normalizer, torch.device("cpu"))
 
     before = [recall(RECIPE.build(seed))["mean_recall"] for seed in (1, 2)]
-    after = evaluate_small_set(
-        RECIPE.build,
-        small,
-        train.images,
-        texts,
-        own,
-        normalizer,
-        CONFIG,
-        [1, 2],
-        torch.device("cpu"),
-    )
+    split = RetrievalSplit(train.images, texts, own)
+    cpu = torch.device("cpu")
+    after, first = evaluate_small_set(RECIPE.build, small, split, normalizer, CONFIG, [1, 2], cpu)
     assert len(after) == 2
     assert min(r["mean_recall"] for r in after) > max(before) + 20.0
-    again = evaluate_small_set(
-        RECIPE.build,
-        small,
-        train.images,
-        texts,
-        own,
-        normalizer,
-        CONFIG,
-        [1],
-        torch.device("cpu"),
-    )
+    assert recall(first) == after[0]  # the first seed's model is returned as it ended
+    again, _ = evaluate_small_set(RECIPE.build, small, split, normalizer, CONFIG, [1], cpu)
     assert again[0] == after[0]  # same seed, same model, same numbers
+
+
+def test_validation_chosen_epoch_is_that_epoch_of_training():
+    """The val-selected scores are exactly those of the same seed trained for the chosen number
+    of epochs (same schedule), the epoch is the validation argmax over the checked epochs, and
+    selecting leaves the last-epoch numbers untouched."""
+    train, val = scene_split(64, 0), scene_split(48, 1)
+    normalizer = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    order, offsets, _ = train.captions_by_image()
+    small = SmallSet(
+        normalizer(train.images),
+        train.text[order[offsets]],
+        IdentitySimilarity(64),
+        torch.tensor([0.05, 0.05]),
+    )
+    test = RetrievalSplit(train.images, train.text, train.caption_image)
+    val_split = RetrievalSplit(val.images, val.text, val.caption_image)
+    cpu = torch.device("cpu")
+    config = replace(CONFIG, epochs=12, lr_decay_epoch=8)
+    plain, _ = evaluate_small_set(RECIPE.build, small, test, normalizer, config, [3], cpu)
+    runs, _ = evaluate_small_set(
+        RECIPE.build, small, test, normalizer, config, [3], cpu, val=val_split, select_every=3
+    )
+    chosen = runs[0]["val_selected"]
+    assert {k: v for k, v in runs[0].items() if k != "val_selected"} == plain[0]
+    assert chosen["epoch"] in (3, 6, 9)  # (6 here) an earlier epoch's copy is what is scored
+    val_recalls = {}
+    for epochs in (3, 6, 9, 12):
+        short = replace(config, epochs=epochs)
+        on_val, _ = evaluate_small_set(RECIPE.build, small, val_split, normalizer, short, [3], cpu)
+        val_recalls[epochs] = on_val[0]["mean_recall"]
+        if epochs == chosen["epoch"]:
+            on_test, _ = evaluate_small_set(RECIPE.build, small, test, normalizer, short, [3], cpu)
+            assert {k: chosen[k] for k in on_test[0]} == on_test[0]
+    best = max(val_recalls.values())
+    assert chosen["val_mean_recall"] == best
+    assert chosen["epoch"] == min(e for e, r in val_recalls.items() if r == best)

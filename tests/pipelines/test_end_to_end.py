@@ -17,7 +17,7 @@ from lors_distill.core.retrieval import recall_at_k
 from lors_distill.core.seeding import derive_seed
 from tests.kedro_helpers import make_project_copy, run_kedro
 
-METHODS = ["lors", "mtt_vl", "random", "herding", "k_center", "forgetting", "full_data"]
+METHODS = ["lors", "tesla_vl", "mtt_vl", "random", "herding", "k_center", "forgetting", "full_data"]
 CONTROLS = ["lors_hard", "random_teacher"]
 METRICS = ["ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall"]
 
@@ -32,9 +32,11 @@ def finished(tmp_path_factory):
 @pytest.mark.slow
 def test_metrics_json_keys_and_values(finished):
     metrics = json.loads((finished / "data/08_reporting/metrics.json").read_text())
-    expected = {
-        f"{m}.{k}.{s}" for m in METHODS + CONTROLS for k in METRICS for s in ("mean", "std")
-    }
+    stats = ("mean", "std")
+    expected = {f"{m}.{k}.{s}" for m in METHODS + CONTROLS for k in METRICS for s in stats}
+    # the same at the epoch chosen on the validation split (not for the experts: full_data)
+    trained = [m for m in METHODS + CONTROLS if m != "full_data"]
+    expected |= {f"{m}.val_epoch.{k}.{s}" for m in trained for k in METRICS for s in stats}
     assert set(metrics) == expected  # cross-arch and external are off by default
     assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in metrics.values())
     for method in METHODS + CONTROLS:
@@ -44,9 +46,16 @@ def test_metrics_json_keys_and_values(finished):
     report = json.loads((finished / "data/08_reporting/evaluation/lors.json").read_text())
     assert len(report["runs"]) == 2  # test env: num_eval 2
     assert report["selection"].startswith("last epoch")
+    chosen = report["val_selected"]
+    assert len(chosen["epochs"]) == 2
+    assert set(chosen["epochs"]) <= {2, 4, 6}  # test env: select_every 2 of 6 epochs
+    for run, at_epoch in zip(report["runs"], chosen["runs"], strict=True):
+        if at_epoch["epoch"] == 6:  # the last epoch chosen: the same numbers
+            assert {k: at_epoch[k] for k in METRICS} == {k: run[k] for k in METRICS}
     table = pd.read_csv(finished / "data/08_reporting/comparison_table.csv")
     assert table["method"].tolist() == [
         "lors",
+        "tesla_vl",
         "mtt_vl",
         "random",
         "herding",
@@ -140,9 +149,18 @@ def test_baseline_sets_are_what_they_claim(finished):
             match = (features["embeddings"] == row).all(dim=1).nonzero().flatten()
             assert image in features["image_index"][match].tolist()  # one of its own captions
         assert torch.equal(similarity_from_bundle(coreset).matrix(), torch.eye(12))
-    mtt_vl = load_bundle(finished / "data/07_model_output/mtt_vl_distilled_set.safetensors")
-    assert mtt_vl.metadata["method"] == "mtt_vl"
-    assert mtt_vl.metadata["sim_type"] == "identity"
+    for method, grad_mode in [("tesla_vl", "tesla_one_graph"), ("mtt_vl", "full")]:
+        path = f"data/07_model_output/{method}_distilled_set.safetensors"
+        baseline = load_bundle(finished / path)
+        assert baseline.metadata["method"] == method
+        assert baseline.metadata["sim_type"] == "identity"
+        assert baseline.metadata["config"]["grad_mode"] == grad_mode
+        assert not any(name.startswith("similarity.") for name in baseline.tensors)
+    # same budget, iterations, init and expert draws: only the gradient differs
+    tesla = load_bundle(finished / "data/07_model_output/tesla_vl_distilled_set.safetensors")
+    mtt = load_bundle(finished / "data/07_model_output/mtt_vl_distilled_set.safetensors")
+    assert tesla.metadata["init_images"] == mtt.metadata["init_images"]
+    assert not torch.equal(tesla["images"], mtt["images"])
     teacher = load_bundle(finished / "data/07_model_output/random_teacher_set.safetensors")
     soft = similarity_from_bundle(teacher).matrix()
     assert torch.equal(soft.diagonal(), torch.ones(12))

@@ -73,3 +73,23 @@ def test_recall_vs_budget_plots_this_setups_budgets_in_order():
     assert "one budget so far" not in axis.get_title()
     single = plot_recall_vs_budget({"b": lambda: archive["b"]}, *SECTIONS)
     assert "one budget so far" in single.axes[0].get_title()
+
+
+def test_validation_chosen_epochs_get_their_own_columns():
+    lors = {
+        **_result("lors", 2.0, 0.2, 50),
+        "val_selected": {**_result("lors", 2.5, 0.1), "epochs": [40, 100, 60]},
+    }
+    metrics, markdown, table, figure = summarise_evaluation(lors, _result("full_data", 5.0, 0.5))
+    assert metrics["lors.mean_recall.mean"] == 2.0  # the last epoch stays the headline
+    assert metrics["lors.val_epoch.mean_recall.mean"] == 2.5
+    assert "full_data.val_epoch.mean_recall.mean" not in metrics
+    last, chosen = markdown.split("validation mean recall, scored on the test split")
+    assert "| lors | 2.00 ± 0.20 |" in last
+    assert "| lors | 2.50 ± 0.10 |" in chosen
+    assert "full_data" not in chosen
+    assert table.set_index("method").loc["lors", "val_epochs"] == "40 100 60"
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == [
+        "last epoch",
+        "epoch chosen on validation",
+    ]

@@ -237,6 +237,7 @@ class EvaluationParams(_Strict):
     lr_decay_epoch: int = Field(ge=0)
     lr_decay_factor: float = Field(gt=0.0, le=1.0)
     loss: Literal["wbce", "bce", "infonce", "cwcl", "kl", "mse"]
+    select_every: int | None = Field(ge=1)
     teacher_expert: int = Field(ge=0)
     cross_arch: CrossArchParams | None
     external_set: str | None

@@ -3,13 +3,16 @@
 PAPER.md section 4: SGD with momentum and weight decay, the set's own learning rates (the learned
 etas for distilled sets, the experts' lr for coresets), its similarity ``S`` as soft targets, the
 learning rate divided by 10 at mid-training, and Recall@K on the test split after the **last**
-epoch (never an epoch picked on the test set).
+epoch. Optionally also at the epoch picked on the **validation** split (every ``select_every``
+epochs; never an epoch picked on the test set, which is what the reference code does).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -52,6 +55,57 @@ class SmallSet:
     lrs: torch.Tensor
 
 
+@dataclass(frozen=True)
+class RetrievalSplit:
+    """A real split to score on: ``images (N, 3, S, S)`` uint8, ``text (M, d)`` frozen
+    vectors, ``caption_image (M,)`` the image of each caption."""
+
+    images: torch.Tensor
+    text: torch.Tensor
+    caption_image: torch.Tensor
+
+
+class ValidationSelector:
+    """Scores the model on the validation split every ``every`` epochs (and after the last) and
+    keeps a copy of the parameters with the best mean recall (the earliest on ties)."""
+
+    def __init__(
+        self,
+        val: RetrievalSplit,
+        normalize: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+        every: int,
+        epochs: int,
+    ) -> None:
+        self.val, self.normalize, self.device = val, normalize, device
+        self.every, self.epochs = every, epochs
+        self.best_epoch, self.best_recall = 0, float("-inf")
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def __call__(self, epoch: int, model: DualEncoder) -> None:
+        if epoch % self.every and epoch != self.epochs:
+            return
+        recall = _score(model, self.val, self.normalize, self.device)["mean_recall"]
+        if recall > self.best_recall:
+            self.best_epoch, self.best_recall = epoch, recall
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def score_selected(
+        self, model: DualEncoder, test: RetrievalSplit, last_epoch_scores: dict[str, float]
+    ) -> dict[str, float]:
+        """Test Recall@K of the selected parameters, with the epoch and its validation recall."""
+        scores = last_epoch_scores
+        if self.best_epoch != self.epochs and self.best_state is not None:
+            selected = copy.deepcopy(model)
+            selected.load_state_dict(self.best_state)
+            scores = _score(selected, test, self.normalize, self.device)
+        return {**scores, "epoch": self.best_epoch, "val_mean_recall": self.best_recall}
+
+
+def _score(model, split: RetrievalSplit, normalize, device) -> dict[str, float]:
+    return evaluate_model(model, split.images, split.text, split.caption_image, normalize, device)
+
+
 def train_on_small_set(
     model: DualEncoder,
     data: SmallSet,
@@ -59,8 +113,13 @@ def train_on_small_set(
     seed: int,
     device: torch.device,
     show_progress: bool = False,
+    after_epoch: Callable[[int, DualEncoder], None] | None = None,
 ) -> list[float]:
-    """Train ``model`` in place on ``data``; returns the mean loss per epoch."""
+    """Train ``model`` in place on ``data``; returns the mean loss per epoch.
+
+    ``after_epoch(epoch, model)`` (1-based epoch) may score the model; it must leave the model's
+    parameters, mode and the random state as they were (:class:`ValidationSelector` does).
+    """
     loss_fn = soft_loss(config.loss)
     model.to(device).train()
     lr_image, lr_text = (float(x) for x in data.lrs)
@@ -95,26 +154,47 @@ def train_on_small_set(
                 total += float(loss.detach()) * batch.numel()
             scheduler.step()
             losses.append(total / images.shape[0])
+            if after_epoch is not None:
+                after_epoch(len(losses), model)
     return losses
 
 
 def evaluate_small_set(
     build_model: Callable[[int], DualEncoder],
     data: SmallSet,
-    test_images: torch.Tensor,
-    test_text: torch.Tensor,
-    test_caption_image: torch.Tensor,
+    test: RetrievalSplit,
     normalize: Callable[[torch.Tensor], torch.Tensor],
     config: EvalTrainingConfig,
     seeds: list[int],
     device: torch.device,
-) -> list[dict[str, float]]:
-    """Recall@K on the test split of one fresh model per seed (last epoch)."""
-    results = []
+    val: RetrievalSplit | None = None,
+    select_every: int | None = None,
+) -> tuple[list[dict[str, Any]], DualEncoder]:
+    """Recall@K on the test split of one fresh model per seed.
+
+    Each run reports the **last** epoch; with ``val`` and ``select_every`` it also holds
+    ``val_selected``: the test Recall@K at the epoch with the best validation mean recall
+    (scored every ``select_every`` epochs and after the last one), that epoch and its
+    validation recall.
+
+    Returns:
+        The runs, and the first seed's model after its last epoch.
+    """
+    if not seeds:
+        raise ValueError("evaluate_small_set needs at least one seed (evaluation.num_eval)")
+    results: list[dict[str, Any]] = []
+    first: DualEncoder | None = None
     for seed in seeds:
         model = build_model(seed)
-        train_on_small_set(model, data, config, seed, device)
-        results.append(
-            evaluate_model(model, test_images, test_text, test_caption_image, normalize, device)
+        selector = (
+            ValidationSelector(val, normalize, device, select_every, config.epochs)
+            if val is not None and select_every
+            else None
         )
-    return results
+        train_on_small_set(model, data, config, seed, device, after_epoch=selector)
+        run: dict[str, Any] = _score(model, test, normalize, device)
+        if selector is not None:
+            run = {**run, "val_selected": selector.score_selected(model, test, run)}
+        results.append(run)
+        first = first or model
+    return results, first  # type: ignore[return-value]

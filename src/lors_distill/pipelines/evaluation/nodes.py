@@ -21,9 +21,9 @@ from lors_distill.core.device import resolve_device
 from lors_distill.core.distilled import similarity_from_bundle
 from lors_distill.core.evaluate import (
     EvalTrainingConfig,
+    RetrievalSplit,
     SmallSet,
     evaluate_small_set,
-    train_on_small_set,
 )
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
 from lors_distill.core.retrieval import evaluate_model
@@ -36,18 +36,34 @@ logger = logging.getLogger(__name__)
 
 METRICS = ("ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall")
 SELECTION = "last epoch (no model selection on the test split)"
+VAL_SELECTION = "epoch with the best validation mean recall, scored on the test split"
 
 
-def summarise_runs(method: str, runs: list[dict[str, float]], **extra: Any) -> dict[str, Any]:
-    """Mean and (population) std over runs, in percent, plus the runs themselves."""
+def _mean_std(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     frame = pd.DataFrame(runs)[list(METRICS)]
     return {
-        "method": method,
         "mean": {k: round(float(v), 4) for k, v in frame.mean().items()},
         "std": {k: round(float(v), 4) for k, v in frame.std(ddof=0).items()},
-        "runs": runs,
-        **extra,
     }
+
+
+def summarise_runs(method: str, runs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """Mean and (population) std over runs, in percent, plus the runs themselves.
+
+    Runs that carry ``val_selected`` (see :func:`lors_distill.core.evaluate.evaluate_small_set`)
+    also give a ``val_selected`` summary: the same statistics at the validation-chosen epochs.
+    """
+    last = [{k: v for k, v in run.items() if k != "val_selected"} for run in runs]
+    summary = {"method": method, **_mean_std(last), "runs": last, **extra}
+    if runs and all("val_selected" in run for run in runs):
+        chosen = [run["val_selected"] for run in runs]
+        summary["val_selected"] = {
+            **_mean_std(chosen),
+            "epochs": [run["epoch"] for run in chosen],
+            "runs": chosen,
+            "selection": VAL_SELECTION,
+        }
+    return summary
 
 
 @dataclass
@@ -97,41 +113,57 @@ def _prepare(
     )
 
 
+def _split(images: TensorBundle, text_features: TensorBundle) -> RetrievalSplit:
+    return RetrievalSplit(
+        images["images"],
+        text_features["embeddings"].float(),
+        text_features["image_index"].long(),
+    )
+
+
 def evaluate_set(
     small_set: TensorBundle,
     test_images: TensorBundle,
     test_text_features: TensorBundle,
+    val_images: TensorBundle,
+    val_text_features: TensorBundle,
     params: dict[str, Any],
     *,
     method: str,
     hard_targets: bool = False,
     cross_arch: bool = False,
-) -> dict[str, Any]:
-    """Train ``evaluation.num_eval`` fresh dual encoders on one set; score each on the test split.
+    keep_model: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], TensorBundle]:
+    """Train ``evaluation.num_eval`` fresh dual encoders on one set; score each on the test split
+    after the last epoch and, with ``evaluation.select_every``, at the epoch chosen on the
+    validation split.
 
     Args:
         small_set: a distilled set or a coreset bundle (see :mod:`lors_distill.core.distilled`).
         hard_targets: use ``S = I`` instead of the set's learned similarity (the ``lors_hard``
             control).
         cross_arch: use the image encoder of ``evaluation.cross_arch`` instead of the experts'.
+        keep_model: also return the first seed's model (after its last epoch) as a scorer
+            bundle, to be served and logged to MLflow.
 
     Returns:
-        ``{"method", "mean", "std", "runs", ...}`` with Recall@K in percent.
+        ``{"method", "mean", "std", "runs", "val_selected", ...}`` with Recall@K in percent
+        (and the scorer bundle with ``keep_model``).
     """
     config = parse_section("evaluation", params)
     if cross_arch and config.cross_arch is None:
         return {"method": method, "skipped": "evaluation.cross_arch is not set"}
     setup = _prepare(small_set, config, hard_targets=hard_targets, cross_arch=cross_arch)
-    runs = evaluate_small_set(
+    runs, first_model = evaluate_small_set(
         setup.recipe.build,
         setup.data,
-        test_images["images"],
-        test_text_features["embeddings"].float(),
-        test_text_features["image_index"].long(),
+        _split(test_images, test_text_features),
         setup.normalizer,
         setup.training,
         setup.seeds,
         setup.device,
+        val=_split(val_images, val_text_features),
+        select_every=config.select_every,
     )
     result = summarise_runs(
         method,
@@ -142,41 +174,36 @@ def evaluate_set(
         epochs=config.epochs,
         selection=SELECTION,
     )
+    selected = result.get("val_selected")
     logger.info(
-        "%s: mean recall %.2f +/- %.2f",
+        "%s: mean recall %.2f +/- %.2f (last epoch)%s",
         method,
         result["mean"]["mean_recall"],
         result["std"]["mean_recall"],
+        f", {selected['mean']['mean_recall']:.2f} +/- {selected['std']['mean_recall']:.2f} "
+        f"(validation-chosen epochs {selected['epochs']})"
+        if selected
+        else "",
     )
-    return result
-
-
-def train_model_on_set(
-    small_set: TensorBundle, params: dict[str, Any], *, method: str
-) -> TensorBundle:
-    """The model trained on ``small_set`` with the first evaluation seed, as a scorer bundle.
-
-    On CPU it is the same model as the first of the ``num_eval`` runs of
-    :func:`evaluate_set` (same
-    seed, same data order), kept so it can be served and logged to MLflow.
-    """
-    config = parse_section("evaluation", params)
-    setup = _prepare(small_set, config)
-    model = setup.recipe.build(setup.seeds[0])
-    losses = train_on_small_set(model, setup.data, setup.training, setup.seeds[0], setup.device)
-    return scorer_bundle(
-        model.cpu(),
+    if not keep_model:
+        return result
+    model = scorer_bundle(
+        first_model.cpu(),
         setup.recipe,
         setup.normalizer,
         method=method,
         seed=setup.seeds[0],
         epochs=config.epochs,
-        final_loss=losses[-1],
     )
+    return result, model
 
 
 def evaluate_external_set(
-    test_images: TensorBundle, test_text_features: TensorBundle, params: dict[str, Any]
+    test_images: TensorBundle,
+    test_text_features: TensorBundle,
+    val_images: TensorBundle,
+    val_text_features: TensorBundle,
+    params: dict[str, Any],
 ) -> dict[str, Any]:
     """Evaluate the set at ``evaluation.external_set`` (a run produced elsewhere), if set."""
     config = parse_section("evaluation", params)
@@ -186,7 +213,13 @@ def evaluate_external_set(
     if not path.is_file():
         raise FileNotFoundError(f"evaluation.external_set: {path} does not exist")
     result = evaluate_set(
-        load_bundle(path), test_images, test_text_features, params, method="external"
+        load_bundle(path),
+        test_images,
+        test_text_features,
+        val_images,
+        val_text_features,
+        params,
+        method="external",
     )
     return {**result, "path": str(path.resolve())}
 
@@ -254,10 +287,24 @@ ORDER = (
 )
 
 
+def _table_lines(rows: list[tuple[str, dict[str, Any], int]]) -> list[str]:
+    header = "| method | IR@1 | IR@5 | IR@10 | TR@1 | TR@5 | TR@10 | mean | runs |"
+    lines = [header, "|" + "---|" * 9]
+    for method, stats, runs in rows:
+        cells = [f"{stats['mean'][m]:.2f} ± {stats['std'][m]:.2f}" for m in METRICS]
+        lines.append("| " + " | ".join([method, *cells, str(runs)]) + " |")
+    return lines
+
+
 def summarise_evaluation(
     *results: dict[str, Any],
 ) -> tuple[dict[str, float], str, pd.DataFrame, Figure]:
-    """metrics.json, the comparison table (markdown + csv) and the bar chart."""
+    """metrics.json, the comparison table (markdown + csv) and the bar chart.
+
+    Two column sets: the last epoch (``<method>.<metric>.<stat>``) and, where evaluated, the
+    epoch chosen on the validation split (``<method>.val_epoch.<metric>.<stat>``); both are
+    scored on the test split.
+    """
     done = sorted(
         (r for r in results if "skipped" not in r), key=lambda r: ORDER.index(r["method"])
     )
@@ -267,40 +314,94 @@ def summarise_evaluation(
         for metric in METRICS
         for stat in ("mean", "std")
     }
+    selected = [r for r in done if "val_selected" in r]
+    metrics.update(
+        {
+            f"{r['method']}.val_epoch.{metric}.{stat}": r["val_selected"][stat][metric]
+            for r in selected
+            for metric in METRICS
+            for stat in ("mean", "std")
+        }
+    )
     rows = []
     for r in done:
         row = {"method": r["method"]}
         row.update({m: f"{r['mean'][m]:.2f} ± {r['std'][m]:.2f}" for m in METRICS})
         row["runs"] = len(r["runs"])
+        if "val_selected" in r:
+            chosen = r["val_selected"]
+            row.update(
+                {
+                    f"val_epoch_{m}": f"{chosen['mean'][m]:.2f} ± {chosen['std'][m]:.2f}"
+                    for m in METRICS
+                }
+            )
+            row["val_epochs"] = " ".join(str(e) for e in chosen["epochs"])
         rows.append(row)
     table = pd.DataFrame(rows)
-    header = "| method | IR@1 | IR@5 | IR@10 | TR@1 | TR@5 | TR@10 | mean | runs |"
-    lines = [header, "|" + "---|" * 9]
-    lines += [
-        "| " + " | ".join([row["method"], *(row[m] for m in METRICS), str(row["runs"])]) + " |"
-        for row in rows
-    ]
     pairs = {r["num_pairs"] for r in done if "num_pairs" in r}
+    budget = ", ".join(str(p) for p in sorted(pairs))
     markdown = (
-        f"Recall@K in percent on the test split, mean ± std over fresh models "
-        f"({', '.join(str(p) for p in sorted(pairs))} pairs; {SELECTION}; full_data: the "
-        "experts themselves).\n\n" + "\n".join(lines) + "\n"
+        f"Recall@K in percent on the test split, mean ± std over fresh models ({budget} pairs; "
+        f"{SELECTION}; full_data: the experts themselves).\n\n"
+        + "\n".join(_table_lines([(r["method"], r, len(r["runs"])) for r in done]))
+        + "\n"
     )
-    figure = Figure(figsize=(8, 4))
+    if selected:
+        markdown += (
+            f"\nThe same models at the {VAL_SELECTION} (chosen epochs per seed in "
+            "comparison_table.csv, column val_epochs):\n\n"
+            + "\n".join(
+                _table_lines([(r["method"], r["val_selected"], len(r["runs"])) for r in selected])
+            )
+            + "\n"
+        )
+    return metrics, markdown, table, _recall_bars(done)
+
+
+def _recall_bars(done: list[dict[str, Any]]) -> Figure:
+    figure = Figure(figsize=(9, 4))
     axis = figure.add_subplot()
     names = [r["method"] for r in done]
-    means = [r["mean"]["mean_recall"] for r in done]
-    stds = [r["std"]["mean_recall"] for r in done]
+    positions = range(len(names))
     colours = [
         "tab:red" if n == "lors" else "tab:grey" if n == "full_data" else "tab:blue" for n in names
     ]
-    axis.bar(names, means, yerr=stds, capsize=4, color=colours)
+    width = 0.4
+    axis.bar(
+        [x - width / 2 for x in positions],
+        [r["mean"]["mean_recall"] for r in done],
+        width,
+        yerr=[r["std"]["mean_recall"] for r in done],
+        capsize=3,
+        color=colours,
+        label="last epoch",
+    )
+    chosen = [
+        (x, r["val_selected"]) for x, r in zip(positions, done, strict=True) if "val_selected" in r
+    ]
+    if chosen:
+        axis.bar(
+            [x + width / 2 for x, _ in chosen],
+            [c["mean"]["mean_recall"] for _, c in chosen],
+            width,
+            yerr=[c["std"]["mean_recall"] for _, c in chosen],
+            capsize=3,
+            color=[colours[x] for x, _ in chosen],
+            alpha=0.45,
+            hatch="//",
+            label="epoch chosen on validation",
+        )
+        axis.legend(fontsize=8)
+    axis.set_xticks(list(positions), names, rotation=30)
     axis.set_ylabel("mean of IR/TR Recall@1/5/10 (%)")
-    axis.set_title("Retrieval after training on each set (error bars: std over seeds)")
-    axis.tick_params(axis="x", rotation=30)
+    axis.set_title(
+        "Retrieval on the test split after training on each set (error bars: std over seeds)",
+        fontsize=10,
+    )
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    return metrics, markdown, table, figure
+    return figure
 
 
 BUDGET_METHODS = ("lors", "tesla_vl", "mtt_vl", "random", "herding", "k_center", "forgetting")

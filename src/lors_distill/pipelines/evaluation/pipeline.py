@@ -12,10 +12,10 @@ from lors_distill.pipelines.evaluation.nodes import (
     make_random_teacher_set,
     plot_recall_vs_budget,
     summarise_evaluation,
-    train_model_on_set,
 )
 
-TEST = ["test_images", "test_text_features", "params:evaluation"]
+# test: what is reported; val: where the validation-chosen epoch is picked
+TEST = ["test_images", "test_text_features", "val_images", "val_text_features", "params:evaluation"]
 # the sections whose values make two budgets comparable (see nodes.setup_id)
 SETUP = [f"params:{s}" for s in ("ingestion", "features", "model", "experts", "evaluation")]
 
@@ -35,11 +35,15 @@ SETS = {
 
 
 def _evaluate_node(method: str, dataset: str, options: dict) -> Node:
-    func = update_wrapper(partial(evaluate_set, method=method, **options), evaluate_set)
+    # the LoRS node also keeps its first model (served, and logged to MLflow as lors_model)
+    keep_model = method == "lors"
+    func = update_wrapper(
+        partial(evaluate_set, method=method, keep_model=keep_model, **options), evaluate_set
+    )
     return Node(
         func=func,
         inputs=[dataset, *TEST],
-        outputs=f"{method}_evaluation",
+        outputs=[f"{method}_evaluation", "lors_model"] if keep_model else f"{method}_evaluation",
         name=f"evaluate_{method}_node",
     )
 
@@ -54,12 +58,6 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             name="make_random_teacher_set_node",
         ),
         *(_evaluate_node(method, dataset, options) for method, (dataset, options) in SETS.items()),
-        Node(
-            func=update_wrapper(partial(train_model_on_set, method="lors"), train_model_on_set),
-            inputs=["distilled_set", "params:evaluation"],
-            outputs="lors_model",
-            name="train_lors_model_node",
-        ),
         Node(
             func=evaluate_external_set,
             inputs=TEST,
