@@ -70,7 +70,7 @@ def main() -> None:
         momentum=0.0,
         weight_decay=0.0,
         captions_per_epoch="random_one",
-        augment=AugmentConfig(True, (0.5, 1.0), True, case["rand_augment"], 2, 5),
+        augment=AugmentConfig(True, (0.5, 1.0), True, case["rand_augment"], 2, 5, "torchvision"),
         mixed_precision=args.mixed_precision,
         eval_batch_size=256,
     )

@@ -90,4 +90,5 @@ def test_validation_chosen_epoch_is_that_epoch_of_training():
             assert {k: chosen[k] for k in on_test[0]} == on_test[0]
     best = max(val_recalls.values())
     assert chosen["val_mean_recall"] == best
+    assert chosen["val_curve"] == {str(e): r for e, r in val_recalls.items()}
     assert chosen["epoch"] == min(e for e, r in val_recalls.items() if r == best)

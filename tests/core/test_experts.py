@@ -38,7 +38,7 @@ def training_config(epochs: int = 4, **overrides) -> ExpertTrainingConfig:
         momentum=0.0,
         weight_decay=0.0,
         captions_per_epoch="random_one",
-        augment=AugmentConfig(False, (0.5, 1.0), True, False, 2, 5),
+        augment=AugmentConfig(False, (0.5, 1.0), True, False, 2, 5, "torchvision"),
         mixed_precision=False,
         eval_batch_size=64,
     )
@@ -109,7 +109,7 @@ def test_epoch_pairs_modes(data):
 def test_momentum_and_augmentation_options_change_the_path(data):
     _, plain = run(data, epochs=1)
     _, momentum = run(data, epochs=1, momentum=0.5)
-    crop = AugmentConfig(True, (0.5, 1.0), True, False, 2, 5)
+    crop = AugmentConfig(True, (0.5, 1.0), True, False, 2, 5, "torchvision")
     _, cropped = run(data, epochs=1, augment=crop)
     assert not torch.equal(plain.trajectory[1], momentum.trajectory[1])
     assert not torch.equal(plain.trajectory[1], cropped.trajectory[1])

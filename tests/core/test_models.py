@@ -132,3 +132,17 @@ def test_convnet_normalization_is_train_statistics():
     mean, std = default_normalization("convnet", torch.nn.Identity(), images)
     assert mean == pytest.approx((1.0, 0.5, 0.0))
     assert std[2] == pytest.approx(1e-3)  # clamped, never zero
+
+
+def test_pixel_normalization_choices():
+    from lors_distill.core.models import PIXEL_STATISTICS, pixel_normalization
+
+    images = torch.full((4, 3, 8, 8), 51, dtype=torch.uint8)  # 0.2 everywhere
+    module = torch.nn.Identity()
+    mean, std = pixel_normalization("encoder", "convnet", module, images)  # the train split's
+    assert mean == pytest.approx((0.2, 0.2, 0.2))
+    assert std == pytest.approx((1e-3, 1e-3, 1e-3))  # a constant image: the floor
+    assert pixel_normalization("clip", "convnet", module, images) == PIXEL_STATISTICS["clip"]
+    assert PIXEL_STATISTICS["clip"][0] == (0.48145466, 0.4578275, 0.40821073)
+    with pytest.raises(ValueError, match="unknown pixel normalization 'cifar'"):
+        pixel_normalization("cifar", "convnet", module, images)

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from lors_distill.core.text_encoders import (
+    CAPTION_CLEANERS,
     TextEncoder,
+    blip_caption,
     build_text_encoder,
     clean_caption,
     encode_unique,
@@ -31,6 +33,17 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------- pure helpers
+
+
+def test_blip_caption_is_the_reference_cleaning() -> None:
+    # BLIP's pre_caption: only . ! " ( ) * # : ; ~ become spaces; runs of spaces collapse
+    assert blip_caption('A Dog, running!!  on the "BEACH".') == "a dog, running on the beach"
+    assert blip_caption("The dog's ball; red-and-blue (big)") == "the dog's ball red-and-blue big"
+    long = " ".join(f"w{i}" for i in range(40))
+    assert blip_caption(long) == " ".join(f"w{i}" for i in range(30))
+    assert CAPTION_CLEANERS["none"]("Keep, As Is!") == "Keep, As Is!"
+    with pytest.raises(ValueError, match="unknown caption cleaning 'yes'"):
+        build_text_encoder("minilm", device="cpu", clean_captions="yes")
 
 
 def test_clean_caption() -> None:
@@ -266,7 +279,7 @@ def test_hf_clean_captions(tiny_bert: Path) -> None:
     assert cleaned == ["a dog running on the beach", "red circle"]
     spec = f"hf:{tiny_bert}"
     with_clean = build_text_encoder(
-        spec, device="cpu", clean_captions=True, show_progress=False
+        spec, device="cpu", clean_captions="punctuation", show_progress=False
     ).encode(raw)
     plain = build_text_encoder(spec, device="cpu", show_progress=False)
     torch.testing.assert_close(with_clean, plain.encode(cleaned), atol=1e-6, rtol=1e-5)

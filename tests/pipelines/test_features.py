@@ -20,7 +20,7 @@ def test_features_align_with_caption_table(project_copy):
             "encoder": "minilm",
             "dim": 384,
             "pooling": None,
-            "clean_captions": False,
+            "clean_captions": "none",
         }
         assert bundle["image_index"].tolist() == rows.image_index.tolist()
         assert bundle["caption_index"].tolist() == rows.caption_index.tolist()

@@ -31,7 +31,7 @@ from omegaconf.errors import InterpolationResolutionError
 from lors_distill.core.bundle import load_bundle
 from lors_distill.core.config import ParameterError, parse_section, validate_parameters
 from lors_distill.core.ingest import ingest
-from lors_distill.core.text_encoders import clean_caption
+from lors_distill.core.text_encoders import blip_caption
 from lors_distill.settings import CONFIG_LOADER_ARGS
 from tests.folders import captions_for, make_karpathy_folder, write_image
 from tests.kedro_helpers import PROJECT_ROOT, make_project_copy, run_kedro
@@ -142,12 +142,13 @@ def test_paper_setup_of_the_environment(env):
     assert (features.text_encoder, features.pooling, features.clean_captions) == (
         "hf:bert-base-uncased",
         "cls",
-        True,
+        "blip",  # the reference's cleaning
     )
     assert features.device == "auto"
     model, experts = parsed["model"], parsed["experts"]
     assert model.image_encoder == "timm:nfnet_l0"
     assert model.pretrained is True
+    assert model.normalization == "clip"
     assert model.temperature == 0.07
     assert (experts.num_experts, experts.epochs, experts.batch_size) == (20, 10, 128)
     # PAPER.md sections 2 and 6: an expert epoch is every train caption once (the caption-level
@@ -165,6 +166,7 @@ def test_paper_setup_of_the_environment(env):
     assert augment.rand_augment
     assert augment.crop_scale == (0.5, 1.0)
     assert (augment.rand_augment_ops, augment.rand_augment_magnitude) == (2, 5)
+    assert augment.rand_augment_style == "blip"  # the reference's RandomAugment
     assert experts.device == "auto"
     evaluation = parsed["evaluation"]
     assert (evaluation.num_eval, evaluation.epochs, evaluation.lr_decay_epoch) == (5, 100, 50)
@@ -315,12 +317,13 @@ def test_features_are_the_local_berts_cls_of_clean_captions(paper_run):
     assert features["embeddings"].shape == (5 * TRAIN, 32)  # the tiny BERT's hidden size
     assert features.metadata["dim"] == 32
     assert features.metadata["pooling"] == "cls"
-    assert features.metadata["clean_captions"] is True
+    assert features.metadata["clean_captions"] == "blip"
     assert features.metadata["encoder"] == f"hf:{paper_run['bert']}"
     first = features["embeddings"][0]  # the messy caption, cleaned before encoding
-    assert clean_caption(MESSY) == "photo number 1000 caption 0 with a dog"
+    # the reference's cleaning keeps commas and dashes, drops ! and lower-cases
+    assert blip_caption(MESSY) == "photo number 1000, caption 0 -- with a dog"
     # (loose tolerance: with device auto the run may have encoded on a GPU)
-    expected = bert_cls(paper_run["bert"], clean_caption(MESSY))
+    expected = bert_cls(paper_run["bert"], blip_caption(MESSY))
     torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(first, bert_cls(paper_run["bert"], MESSY))
 
@@ -341,6 +344,9 @@ def test_experts_start_from_the_local_pretrained_checkpoint(paper_run):
         assert expert.metadata["model"]["pretrained"] == str(paper_run["checkpoint"])
         assert expert.metadata["experts"]["augment"]["rand_augment"] is True
         assert expert.metadata["experts"]["captions_per_epoch"] == "all"
+        # the reference's pixel statistics (CLIP's, via BLIP's transforms), not timm's ImageNet
+        assert expert["image_mean"].tolist() == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+        assert expert["image_std"].tolist() == pytest.approx([0.26862954, 0.26130258, 0.27577711])
         assert expert["trajectory"].shape[0] == 4  # init + 3 epochs
         layout = ParameterLayout.from_json(expert.metadata["layout"])
         start = layout.unflatten(expert["trajectory"][0])

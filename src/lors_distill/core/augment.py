@@ -21,6 +21,7 @@ class AugmentConfig:
     rand_augment: bool
     rand_augment_ops: int
     rand_augment_magnitude: int
+    rand_augment_style: str  # a key of RAND_AUGMENT_STYLES
 
 
 def rand_augment_uint8(
@@ -36,6 +37,86 @@ def rand_augment_uint8(
         with seeded_rng(seed):
             out[index] = transform(images[index])
     return out
+
+
+# BLIP's RandomAugment (the LoRS reference's experts): 10 operations, magnitudes on a 0..10 scale
+_BLIP_OPS = (
+    "identity",
+    "autocontrast",
+    "brightness",
+    "sharpness",
+    "equalize",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+)
+_BLIP_FILL = [128.0, 128.0, 128.0]  # grey where a geometric op uncovers the border
+_BLIP_MAX_LEVEL = 10
+
+
+def _blip_op(image: torch.Tensor, name: str, level: float, sign: float) -> torch.Tensor:
+    """One BLIP RandomAugment operation on a ``(3, S, S)`` uint8 image at ``level``."""
+    from torchvision.transforms.v2 import functional as TF
+
+    fraction = level / _BLIP_MAX_LEVEL
+    if name == "identity":
+        return image
+    if name == "autocontrast":
+        return TF.autocontrast(image)
+    if name == "equalize":
+        return TF.equalize(image)
+    if name in ("brightness", "sharpness"):  # factor 0.1..1.9 (1.0, a no-op, at level 5)
+        factor = fraction * 1.8 + 0.1
+        adjust = TF.adjust_brightness if name == "brightness" else TF.adjust_sharpness
+        return adjust(image, factor)
+    if name in ("shear_x", "shear_y"):  # shear factor up to 0.3, as an angle for torchvision
+        degrees = sign * math.degrees(math.atan(fraction * 0.3))
+        shear = [degrees, 0.0] if name == "shear_x" else [0.0, degrees]
+        return TF.affine(
+            image, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, fill=_BLIP_FILL
+        )
+    if name in ("translate_x", "translate_y"):  # up to 10 pixels
+        offset = sign * fraction * 10.0
+        shift = [offset, 0.0] if name == "translate_x" else [0.0, offset]
+        return TF.affine(
+            image, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], fill=_BLIP_FILL
+        )
+    if name == "rotate":  # up to 30 degrees
+        return TF.rotate(image, sign * fraction * 30.0, fill=_BLIP_FILL)
+    raise ValueError(f"unknown BLIP RandomAugment operation {name!r}")
+
+
+def blip_rand_augment_uint8(
+    images: torch.Tensor, ops: int, magnitude: int, generator: torch.Generator
+) -> torch.Tensor:
+    """BLIP's ``RandomAugment(ops, magnitude)`` on a ``(B, 3, S, S)`` uint8 batch, seeded.
+
+    Per image: ``ops`` operations drawn with replacement from BLIP's 10, each applied with
+    probability 0.5, every geometric one with a random sign. Written from BLIP's definition on
+    torchvision's tensor functions: shears and rotations turn about the image centre (BLIP's
+    cv2 shear turns about the corner), so pixels differ slightly from BLIP's.
+    """
+    batch = images.shape[0]
+    choice = torch.randint(len(_BLIP_OPS), (batch, ops), generator=generator)
+    applied = torch.rand(batch, ops, generator=generator) < 0.5
+    signs = torch.where(torch.rand(batch, ops, generator=generator) < 0.5, -1.0, 1.0)
+    out = images.clone()
+    for index in range(batch):
+        image = out[index]
+        for k in range(ops):
+            if applied[index, k]:
+                name = _BLIP_OPS[int(choice[index, k])]
+                image = _blip_op(image, name, float(magnitude), float(signs[index, k]))
+        out[index] = image
+    return out
+
+
+RAND_AUGMENT_STYLES = {
+    "torchvision": rand_augment_uint8,  # 14 operations, always applied
+    "blip": blip_rand_augment_uint8,  # the LoRS reference's
+}
 
 
 def crop_and_flip(

@@ -90,10 +90,19 @@ class FeaturesParams(_Strict):
 
     text_encoder: str = Field(min_length=1)
     pooling: Literal["cls", "mean"] | None
-    clean_captions: bool
+    clean_captions: str
     max_length: int = Field(ge=8, le=4096)
     batch_size: int = Field(ge=1)
     device: str
+
+    @field_validator("clean_captions")
+    @classmethod
+    def _known_cleaning(cls, value: str) -> str:
+        from lors_distill.core.text_encoders import CAPTION_CLEANERS
+
+        if value not in CAPTION_CLEANERS:
+            raise ValueError(f"use one of {', '.join(CAPTION_CLEANERS)}")
+        return value
 
 
 class ConvNetParams(_Strict):
@@ -109,6 +118,7 @@ class ModelParams(_Strict):
 
     image_encoder: str
     pretrained: bool | str
+    normalization: str
     convnet: ConvNetParams
     text_dropout: float = Field(ge=0.0, lt=1.0)
     temperature: float = Field(gt=0.0)
@@ -119,6 +129,15 @@ class ModelParams(_Strict):
         prefix, _, argument = value.partition(":")
         if value != "convnet" and not (prefix in ("timm", "open_clip") and argument):
             raise ValueError("use 'convnet', 'timm:<name>' or 'open_clip:<model>[:<pretrained>]'")
+        return value
+
+    @field_validator("normalization")
+    @classmethod
+    def _known_normalization(cls, value: str) -> str:
+        from lors_distill.core.models import PIXEL_STATISTICS
+
+        if value != "encoder" and value not in PIXEL_STATISTICS:
+            raise ValueError(f"use encoder, {', '.join(PIXEL_STATISTICS)}")
         return value
 
     @field_validator("pretrained", mode="before")
@@ -138,6 +157,16 @@ class AugmentParams(_Strict):
     rand_augment: bool
     rand_augment_ops: int = Field(ge=0)
     rand_augment_magnitude: int = Field(ge=0, le=30)
+    rand_augment_style: str
+
+    @field_validator("rand_augment_style")
+    @classmethod
+    def _known_style(cls, value: str) -> str:
+        from lors_distill.core.augment import RAND_AUGMENT_STYLES
+
+        if value not in RAND_AUGMENT_STYLES:
+            raise ValueError(f"use one of {', '.join(RAND_AUGMENT_STYLES)}")
+        return value
 
     @field_validator("crop_scale")
     @classmethod

@@ -81,11 +81,13 @@ class ValidationSelector:
         self.every, self.epochs = every, epochs
         self.best_epoch, self.best_recall = 0, float("-inf")
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.curve: dict[int, float] = {}  # epoch -> validation mean recall (for tuning)
 
     def __call__(self, epoch: int, model: DualEncoder) -> None:
         if epoch % self.every and epoch != self.epochs:
             return
         recall = _score(model, self.val, self.normalize, self.device)["mean_recall"]
+        self.curve[epoch] = recall
         if recall > self.best_recall:
             self.best_epoch, self.best_recall = epoch, recall
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -93,13 +95,19 @@ class ValidationSelector:
     def score_selected(
         self, model: DualEncoder, test: RetrievalSplit, last_epoch_scores: dict[str, float]
     ) -> dict[str, float]:
-        """Test Recall@K of the selected parameters, with the epoch and its validation recall."""
+        """Test Recall@K of the selected parameters, with the epoch, its validation recall and
+        the validation curve (what tuning reads: never the test split)."""
         scores = last_epoch_scores
         if self.best_epoch != self.epochs and self.best_state is not None:
             selected = copy.deepcopy(model)
             selected.load_state_dict(self.best_state)
             scores = _score(selected, test, self.normalize, self.device)
-        return {**scores, "epoch": self.best_epoch, "val_mean_recall": self.best_recall}
+        return {
+            **scores,
+            "epoch": self.best_epoch,
+            "val_mean_recall": self.best_recall,
+            "val_curve": {str(epoch): value for epoch, value in self.curve.items()},
+        }
 
 
 def _score(model, split: RetrievalSplit, normalize, device) -> dict[str, float]:

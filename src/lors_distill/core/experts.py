@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from lors_distill.core.augment import AugmentConfig, crop_and_flip, rand_augment_uint8
+from lors_distill.core.augment import RAND_AUGMENT_STYLES, AugmentConfig, crop_and_flip
 from lors_distill.core.data import ImageTextSplit, Normalizer
 from lors_distill.core.device import seeded_rng, to_device
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
@@ -120,7 +120,7 @@ def train_expert(
             for step, batch in enumerate(bar):
                 pixels = train.images[images[batch]]
                 if config.augment.rand_augment:
-                    pixels = rand_augment_uint8(
+                    pixels = RAND_AUGMENT_STYLES[config.augment.rand_augment_style](
                         pixels,
                         config.augment.rand_augment_ops,
                         config.augment.rand_augment_magnitude,

@@ -283,6 +283,28 @@ class ModelRecipe:
         )
 
 
+# fixed pixel statistics a configuration can ask for instead of the encoder's own
+# (model.normalization); "clip" is what the LoRS reference feeds its NFNet (BLIP's transforms)
+PIXEL_STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def pixel_normalization(
+    choice: str, encoder_name: str, module: nn.Module, train_images: torch.Tensor
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)``: a named set of :data:`PIXEL_STATISTICS`, or ``encoder`` for
+    :func:`default_normalization`."""
+    if choice == "encoder":
+        return default_normalization(encoder_name, module, train_images)
+    if choice not in PIXEL_STATISTICS:
+        raise ValueError(
+            f"unknown pixel normalization {choice!r}: use encoder, {', '.join(PIXEL_STATISTICS)}"
+        )
+    return PIXEL_STATISTICS[choice]
+
+
 def default_normalization(
     encoder_name: str, module: nn.Module, train_images: torch.Tensor
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:

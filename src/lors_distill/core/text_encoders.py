@@ -25,7 +25,7 @@ import os
 import pickle
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ from tqdm.auto import tqdm
 from lors_distill.core.device import resolve_device
 
 __all__ = [
+    "CAPTION_CLEANERS",
     "TextEncoder",
+    "blip_caption",
     "build_text_encoder",
     "clean_caption",
     "encode_unique",
@@ -76,6 +78,43 @@ def clean_caption(text: str, max_words: int = 30) -> str:
     return " ".join(words[:max_words]) if words != [""] else ""
 
 
+_BLIP_PUNCT_RE = re.compile(r"([.!\"()*#:;~])")
+_BLIP_SPACES_RE = re.compile(r"\s{2,}")
+
+
+def blip_caption(text: str, max_words: int = 30) -> str:
+    """Clean a caption as the LoRS reference does (BLIP's ``pre_caption``, 30 words).
+
+    Lower-cases, replaces only ``. ! " ( ) * # : ; ~`` with a space, collapses runs of
+    whitespace, strips and keeps the first ``max_words`` words (commas, apostrophes and
+    hyphens stay).
+
+    >>> blip_caption("A Dog, running!!  on the BEACH.")
+    'a dog, running on the beach'
+    """
+    if max_words < 0:
+        raise ValueError(f"max_words must be >= 0, got {max_words}")
+    text = _BLIP_PUNCT_RE.sub(" ", text.lower())
+    text = _BLIP_SPACES_RE.sub(" ", text).rstrip("\n").strip(" ")
+    words = text.split(" ")
+    return " ".join(words[:max_words]) if len(words) > max_words else text
+
+
+# features.clean_captions -> the cleaning applied before tokenisation
+CAPTION_CLEANERS: dict[str, Callable[[str], str]] = {
+    "none": lambda text: text,
+    "punctuation": clean_caption,  # PAPER.md's wording: all punctuation stripped
+    "blip": blip_caption,  # the reference code's
+}
+
+
+def _check_cleaning(name: str) -> None:
+    if name not in CAPTION_CLEANERS:
+        raise ValueError(
+            f"unknown caption cleaning {name!r}: use one of {', '.join(CAPTION_CLEANERS)}"
+        )
+
+
 def _as_text_list(texts: Sequence[str]) -> list[str]:
     """Validate ``texts`` (a sequence of strings, not a single string) and return a list."""
     if isinstance(texts, str):
@@ -98,7 +137,8 @@ class TextEncoder(ABC):
         dim: output feature dimension.
         device: device the model runs on.
         batch_size: number of captions per forward pass.
-        clean_captions: apply :func:`clean_caption` before tokenisation.
+        clean_captions: the cleaning applied before tokenisation, a key of
+            :data:`CAPTION_CLEANERS` (``none``, ``punctuation``, ``blip``).
         show_progress: show a tqdm bar over batches (only when there is more than one).
     """
 
@@ -111,11 +151,12 @@ class TextEncoder(ABC):
         *,
         device: torch.device,
         batch_size: int = 256,
-        clean_captions: bool = False,
+        clean_captions: str = "none",
         show_progress: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_cleaning(clean_captions)
         self.name = name
         self.device = device
         self.batch_size = int(batch_size)
@@ -146,8 +187,8 @@ class TextEncoder(ABC):
         n = len(items)
         if n == 0:
             return torch.empty(0, self.dim, dtype=torch.float32)
-        if self.clean_captions:
-            items = [clean_caption(t) for t in items]
+        clean = CAPTION_CLEANERS[self.clean_captions]
+        items = [clean(t) for t in items]
         order = sorted(range(n), key=lambda i: len(items[i]))
         starts = range(0, n, self.batch_size)
         chunks: list[tuple[list[int], torch.Tensor]] = []
@@ -192,7 +233,7 @@ class TransformersTextEncoder(TextEncoder):
         local_files_only: bool,
         device: torch.device,
         batch_size: int = 256,
-        clean_captions: bool = False,
+        clean_captions: str = "none",
         show_progress: bool = True,
     ) -> None:
         super().__init__(
@@ -264,7 +305,7 @@ class OpenClipTextEncoder(TextEncoder):
         *,
         device: torch.device,
         batch_size: int = 256,
-        clean_captions: bool = False,
+        clean_captions: str = "none",
         show_progress: bool = True,
     ) -> None:
         super().__init__(
@@ -352,7 +393,7 @@ def build_text_encoder(
     batch_size: int = 256,
     pooling: str | None = None,
     max_length: int = 77,
-    clean_captions: bool = False,
+    clean_captions: str = "none",
     show_progress: bool = True,
 ) -> TextEncoder:
     """Build a frozen text encoder from a spec string.
@@ -366,7 +407,8 @@ def build_text_encoder(
             minilm, ``"cls"`` for ``hf:``); must be ``None`` for open_clip.
         max_length: token truncation length for transformers encoders (open_clip uses the
             model's context length).
-        clean_captions: apply :func:`clean_caption` to every text before tokenisation.
+        clean_captions: the cleaning applied to every text before tokenisation (a key of
+            :data:`CAPTION_CLEANERS`).
         show_progress: show a tqdm progress bar over batches.
 
     Returns:
@@ -376,6 +418,7 @@ def build_text_encoder(
         raise ValueError(f"text encoder spec must be a string, got {spec!r}")
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
+    _check_cleaning(clean_captions)  # before any weights load
     dev = resolve_device(device)
     common: dict[str, Any] = {
         "device": dev,

@@ -20,7 +20,7 @@ from lors_distill.core.models import (
     ConvNetConfig,
     ImageEncoderSpec,
     ModelRecipe,
-    default_normalization,
+    pixel_normalization,
 )
 from lors_distill.core.seeding import derive_seed
 
@@ -80,7 +80,9 @@ def train_one_expert(
     recipe = model_recipe(model_cfg, train.images.shape[-1], train.text.shape[1])
     seed = derive_seed(experts_cfg.seed, index)
     model = recipe.build(seed)
-    mean, std = default_normalization(recipe.encoder.name, model.image_encoder, train.images)
+    mean, std = pixel_normalization(
+        model_cfg.normalization, recipe.encoder.name, model.image_encoder, train.images
+    )
     normalizer = Normalizer(mean, std)
     device = resolve_device(experts_cfg.device)
     result = train_expert(
