@@ -3,11 +3,12 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from lors_distill.core.distill import METHODS
 from lors_distill.pipelines import distillation
 from lors_distill.pipelines.baselines.nodes import select_coresets
 
 CORESETS = ("random", "herding", "k_center", "forgetting")
-TRAJECTORY_BASELINES = ("tesla_vl", "mtt_vl")  # see lors_distill.core.distill.METHODS
+TRAJECTORY_BASELINES = tuple(m for m in METHODS if m != "lors")  # tesla_vl, mtt_vl
 
 
 def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
