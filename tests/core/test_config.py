@@ -64,3 +64,18 @@ def test_all_errors_reported_together():
         validate_parameters(params)
     assert "ingestion.image_size" in str(info.value)
     assert "features.batch_size" in str(info.value)
+
+
+def test_registry_backed_names_fail_naming_the_key_and_the_choices():
+    params = base_params()
+    bad = [
+        ("features", {"clean_captions": "yes"}, "features.clean_captions", "none, punctuation"),
+        ("model", {"normalization": "cifar"}, "model.normalization", "encoder, clip"),
+    ]
+    for section, change, key, choices in bad:
+        with pytest.raises(ParameterError, match=key) as caught:
+            parse_section(section, {**params[section], **change})
+        assert choices in str(caught.value)
+    augment = {**params["experts"]["augment"], "rand_augment_style": "auto"}
+    with pytest.raises(ParameterError, match="experts.augment.rand_augment_style"):
+        parse_section("experts", {**params["experts"], "augment": augment})

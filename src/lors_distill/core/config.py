@@ -7,6 +7,7 @@ file or a ``--params`` override fails before any node runs, naming the parameter
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -23,6 +24,14 @@ from pydantic import (
 
 class ParameterError(ValueError):
     """A parameter section failed validation; the message names every bad key."""
+
+
+def _one_of(value: str, names: Iterable[str]) -> str:
+    """``value`` if it is one of ``names`` (a registry's keys), else a validation error."""
+    names = list(names)
+    if value not in names:
+        raise ValueError(f"use one of {', '.join(names)}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -100,9 +109,7 @@ class FeaturesParams(_Strict):
     def _known_cleaning(cls, value: str) -> str:
         from lors_distill.core.text_encoders import CAPTION_CLEANERS
 
-        if value not in CAPTION_CLEANERS:
-            raise ValueError(f"use one of {', '.join(CAPTION_CLEANERS)}")
-        return value
+        return _one_of(value, CAPTION_CLEANERS)
 
 
 class ConvNetParams(_Strict):
@@ -136,9 +143,7 @@ class ModelParams(_Strict):
     def _known_normalization(cls, value: str) -> str:
         from lors_distill.core.models import PIXEL_STATISTICS
 
-        if value != "encoder" and value not in PIXEL_STATISTICS:
-            raise ValueError(f"use encoder, {', '.join(PIXEL_STATISTICS)}")
-        return value
+        return _one_of(value, ["encoder", *PIXEL_STATISTICS])
 
     @field_validator("pretrained", mode="before")
     @classmethod
@@ -164,9 +169,7 @@ class AugmentParams(_Strict):
     def _known_style(cls, value: str) -> str:
         from lors_distill.core.augment import RAND_AUGMENT_STYLES
 
-        if value not in RAND_AUGMENT_STYLES:
-            raise ValueError(f"use one of {', '.join(RAND_AUGMENT_STYLES)}")
-        return value
+        return _one_of(value, RAND_AUGMENT_STYLES)
 
     @field_validator("crop_scale")
     @classmethod
