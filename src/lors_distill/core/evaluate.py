@@ -204,5 +204,6 @@ def evaluate_small_set(
         if selector is not None:
             run = {**run, "val_selected": selector.score_selected(model, test, run)}
         results.append(run)
-        first = first or model
+        if first is None:
+            first = model
     return results, first  # type: ignore[return-value]
