@@ -312,15 +312,13 @@ def default_normalization(
     split's per-channel statistics for the from-scratch ConvNet. Returns ``(mean, std)``."""
     if encoder_name.startswith("timm:"):
         config = getattr(module, "pretrained_cfg", None) or {}
-        return tuple(config.get("mean", (0.485, 0.456, 0.406))), tuple(
-            config.get("std", (0.229, 0.224, 0.225))
-        )
+        mean, std = PIXEL_STATISTICS["imagenet"]  # when the weights do not say
+        return tuple(config.get("mean", mean)), tuple(config.get("std", std))
     if encoder_name.startswith("open_clip:"):
         preprocess = getattr(module, "preprocess_cfg", None) or {}
         mean = preprocess.get("mean") or getattr(module, "image_mean", None)
         std = preprocess.get("std") or getattr(module, "image_std", None)
-        return tuple(mean or (0.48145466, 0.4578275, 0.40821073)), tuple(
-            std or (0.26862954, 0.26130258, 0.27577711)
-        )
+        clip_mean, clip_std = PIXEL_STATISTICS["clip"]
+        return tuple(mean or clip_mean), tuple(std or clip_std)
     pixels = train_images.permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
     return tuple(pixels.mean(dim=1).tolist()), tuple(pixels.std(dim=1).clamp(min=1e-3).tolist())
