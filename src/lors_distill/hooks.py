@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import Any
 
+import torch
 from kedro.framework import project
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 
 from lors_distill import structure
 from lors_distill.core.config import validate_parameters
+from lors_distill.core.device import keep_freed_memory, worker_threads
 
 
 class ParameterValidationHook:
@@ -34,3 +37,17 @@ class PipelineStructureHook:
         if structure.activate(context.params) and project.PACKAGE_NAME:
             # forget the pipelines built so far; they are rebuilt on next access
             project.pipelines.configure(f"{project.PACKAGE_NAME}.pipeline_registry")
+
+
+class AllocatorHook:
+    """Tune the process that runs each node (the main process, or a ``ParallelRunner`` worker):
+    the C allocator reuses freed memory rather than returning it to the OS
+    (:func:`~lors_distill.core.device.keep_freed_memory`), and a worker process uses
+    :func:`~lors_distill.core.device.worker_threads` torch threads, so that parallel workers do
+    not oversubscribe the cores."""
+
+    @hook_impl
+    def before_node_run(self) -> None:
+        keep_freed_memory()
+        if multiprocessing.parent_process() is not None:
+            torch.set_num_threads(worker_threads())

@@ -1,5 +1,11 @@
 """Fast-path switches: TF32 scoping and what ``auto`` resolves to per device."""
 
+import json
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -60,3 +66,72 @@ def test_seeded_rng_depends_on_the_seed_only_and_restores_the_process_rng():
         assert torch.equal(torch.rand(4), first)
     with seeded_rng(8):
         assert not torch.equal(torch.rand(4), first)
+
+
+_TRAIN_AND_REPORT = """
+import json, sys, torch
+from lors_distill.core.device import keep_freed_memory
+tuned = keep_freed_memory()
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GroupNorm(8, 8),
+                          torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 64 * 64, 4))
+optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+for _ in range(3):  # tensors of 1 MiB and more: served by mmap under the default allocator
+    x = torch.randn(32, 3, 64, 64)
+    optimizer.zero_grad()
+    net(x).square().mean().backward()
+    optimizer.step()
+state = torch.cat([p.detach().flatten() for p in net.parameters()])
+again = keep_freed_memory()
+print(json.dumps({"tuned": tuned, "again": again, "bytes": state.numpy().tobytes().hex()}))
+"""
+
+
+def _train_in_child(env_value: str) -> dict:
+    env = {**os.environ, "LORS_KEEP_FREED_MEMORY": env_value}
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN_AND_REPORT],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="keep_freed_memory tunes glibc's allocator only",
+)
+def test_keep_freed_memory_tunes_glibc_changes_no_number_and_can_be_turned_off():
+    tuned, default = _train_in_child("1"), _train_in_child("0")
+    assert (tuned["tuned"], tuned["again"]) == (True, True)
+    assert (default["tuned"], default["again"]) == (False, False)
+    # the allocator decides where tensors live, never what they hold
+    assert tuned["bytes"] == default["bytes"]
+
+
+def test_the_allocator_hook_runs_before_every_node(monkeypatch):
+    from lors_distill import hooks, settings
+
+    calls, threads = [], []
+    monkeypatch.setattr(hooks, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(hooks.torch, "set_num_threads", threads.append)
+    (hook,) = [h for h in settings.HOOKS if isinstance(h, hooks.AllocatorHook)]
+    hook.before_node_run()  # the main process keeps torch's thread count
+    assert (calls, threads) == ([1], [])
+    # a ParallelRunner worker: one thread unless LORS_WORKER_THREADS says otherwise
+    monkeypatch.setattr(hooks.multiprocessing, "parent_process", lambda: object())
+    monkeypatch.delenv("LORS_WORKER_THREADS", raising=False)
+    hook.before_node_run()
+    monkeypatch.setenv("LORS_WORKER_THREADS", "3")
+    hook.before_node_run()
+    assert (calls, threads) == ([1, 1, 1], [1, 3])
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", ""])
+def test_worker_threads_rejects_what_is_not_a_positive_integer(monkeypatch, value):
+    monkeypatch.setenv("LORS_WORKER_THREADS", value)
+    with pytest.raises(ValueError, match="LORS_WORKER_THREADS must be a positive integer"):
+        device_module.worker_threads()

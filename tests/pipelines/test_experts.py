@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,9 @@ def test_bad_parameters_fail_before_any_node(project_copy, params, fragment):
 
 @pytest.mark.slow
 def test_parallel_runner_gives_the_same_trajectories(prepared):
-    """``kedro run --runner ParallelRunner`` (the CLI, one process per expert) == sequential."""
+    """``kedro run --runner ParallelRunner`` (the CLI, one process per expert) == sequential,
+    at the same torch thread count (workers default to 1 thread, and CPU kernels sum in another
+    order with another thread count)."""
     project = prepared
     run_kedro(project, ["experts"])
     sequential = [trajectory_bytes(project, i) for i in range(2)]
@@ -93,6 +96,9 @@ def test_parallel_runner_gives_the_same_trajectories(prepared):
         (project / EXPERTS / f"expert_{index}.safetensors").unlink()
     command = [str(Path(sys.executable).parent / "kedro"), "run", "--env", "test"]
     command += ["--pipelines", "experts", "--runner", "ParallelRunner"]
-    done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "LORS_WORKER_THREADS": str(torch.get_num_threads())}
+    done = subprocess.run(
+        command, cwd=project, capture_output=True, text=True, timeout=600, env=env
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert [trajectory_bytes(project, i) for i in range(2)] == sequential

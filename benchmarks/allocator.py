@@ -1,0 +1,194 @@
+"""The pipeline's CPU hot loops with glibc's default allocator and with the tuned one, side by side.
+
+``lors_distill.core.device.keep_freed_memory`` (run before every node) makes glibc reuse freed
+memory instead of unmapping every large tensor and faulting fresh zeroed pages in for the next.
+This times, at the built-in shape on random data, what the built-in run spends its time on:
+
+- one evaluation run: a fresh ConvNet trained 100 epochs on 100 pairs (the evaluation protocol),
+  then scored on a 1,000-image / 5,000-caption split (3 times);
+- 6 outer distillation iterations (``tesla_one_graph``, the built-in shape of
+  ``benchmarks/distill_step.py``);
+- one expert epoch over 2,560 images (crop + flip).
+
+Each variant runs in a fresh child process (the allocator is per process), alternating
+default / tuned for ``--rounds`` rounds; the medians, their ratio and the final losses (equal
+when the tuning changes only speed) are printed:
+
+    python benchmarks/allocator.py              # 3 rounds
+    python benchmarks/allocator.py --rounds 5 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+VARIANTS = ("default", "tuned")
+
+
+def _workload() -> dict:
+    """The timed work of one child process: seconds per part, and values to compare."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import distill_step
+    from expert_throughput import split
+
+    from lors_distill.core.augment import AugmentConfig
+    from lors_distill.core.data import Normalizer
+    from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, train_on_small_set
+    from lors_distill.core.experts import ExpertTrainingConfig, train_expert
+    from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+    from lors_distill.core.retrieval import evaluate_model
+    from lors_distill.core.similarity import IdentitySimilarity
+
+    cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    recipe = ModelRecipe(
+        ImageEncoderSpec("convnet", 32, False, ConvNetConfig(32, 3, "instancenorm")),
+        384,
+        0.1,
+        0.07,
+    )
+    small = SmallSet(
+        torch.randn(100, 3, 32, 32, generator=generator),
+        torch.randn(100, 384, generator=generator),
+        IdentitySimilarity(100),
+        torch.tensor([0.1, 0.1]),
+    )
+    test_images = torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    test_text = torch.randn(5000, 384, generator=generator)
+    caption_image = torch.arange(1000).repeat_interleave(5)
+
+    def normalize(x):
+        return (x.float() / 255 - 0.5) / 0.25
+
+    config = EvalTrainingConfig(100, 128, 0.9, 5e-4, 50, 0.1, "wbce")
+    warm = EvalTrainingConfig(10, 128, 0.9, 5e-4, 50, 0.1, "wbce")
+    train_on_small_set(recipe.build(1), small, warm, 1, cpu)  # warm-up, not timed
+    seconds: dict[str, float] = {}
+    model = recipe.build(0)
+    begin = time.perf_counter()
+    losses = train_on_small_set(model, small, config, 0, cpu)
+    seconds["evaluation_training"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    for _ in range(3):
+        scores = evaluate_model(model, test_images, test_text, caption_image, normalize, cpu)
+    seconds["evaluation_scoring_x3"] = time.perf_counter() - begin
+
+    distiller, _ = distill_step.build(distill_step.CASES["builtin"], cpu, 8, "tesla_one_graph")
+    distiller.step()  # warm-up
+    begin = time.perf_counter()
+    for _ in range(6):
+        distill_loss = float(distiller.step()["loss"])
+    seconds["distillation_x6"] = time.perf_counter() - begin
+
+    train = split(2560, 32, 384, generator)
+    val = split(64, 32, 384, generator)
+    expert_config = ExpertTrainingConfig(
+        epochs=1,
+        batch_size=128,
+        lr_image=0.1,
+        lr_text=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        captions_per_epoch="random_one",
+        augment=AugmentConfig(True, (0.5, 1.0), True, False, 2, 5, "torchvision"),
+        mixed_precision=False,
+        eval_batch_size=256,
+    )
+    normalizer = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    begin = time.perf_counter()
+    train_expert(recipe.build(0), train, val, expert_config, normalizer, seed=0, device=cpu)
+    seconds["expert_epoch"] = time.perf_counter() - begin
+    return {
+        "seconds": seconds,
+        "values": {
+            "evaluation_last_loss": losses[-1],
+            "evaluation_mean_recall": scores["mean_recall"],
+            "distillation_last_loss": distill_loss,
+        },
+    }
+
+
+def _child(variant: str) -> None:
+    from lors_distill.core.device import keep_freed_memory
+
+    tuned = keep_freed_memory() if variant == "tuned" else False
+    result = _workload()
+    print(json.dumps({"variant": variant, "tuned": tuned, **result}))
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child)
+        return
+    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    env = {**os.environ, "LORS_KEEP_FREED_MEMORY": "1"}
+    for _ in range(args.rounds):
+        for variant in VARIANTS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", variant],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if not runs["tuned"][0]["tuned"]:
+        sys.exit("the allocator could not be tuned here (not glibc?): nothing to compare")
+    parts = list(runs["default"][0]["seconds"])
+    median = {
+        v: {p: statistics.median(r["seconds"][p] for r in runs[v]) for p in parts} for v in VARIANTS
+    }
+    report = {
+        "median_seconds": {v: {p: round(s, 3) for p, s in m.items()} for v, m in median.items()},
+        "speedup": {p: round(median["default"][p] / median["tuned"][p], 2) for p in parts},
+        "values_equal": all(
+            r["values"] == runs["default"][0]["values"] for v in VARIANTS for r in runs[v]
+        ),
+        "values": runs["default"][0]["values"],
+        "rounds": args.rounds,
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "commit": _commit(),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"| part | default allocator (s) | tuned (s) | speedup |  (median of {args.rounds})")
+    print("|---|---|---|---|")
+    for part in parts:
+        d, t = median["default"][part], median["tuned"][part]
+        print(f"| {part} | {d:.2f} | {t:.2f} | {report['speedup'][part]}x |")
+    print(
+        f"same losses and recall in every run: {report['values_equal']} "
+        f"(commit {report['commit']}, {report['cpu_threads']} threads, torch {report['torch']})"
+    )
+
+
+if __name__ == "__main__":
+    main()
