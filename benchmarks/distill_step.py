@@ -8,7 +8,7 @@ dataset or pipeline run is needed. Prints one JSON line per case:
     python benchmarks/distill_step.py --cases paper --paths fp32,fast   # side by side, one run
 
 Cases:
-  builtin   convnet (width 32, depth 3), 32 px, 384-d text, N=100, mini-batch 50, rank 10,
+  builtin   convnet (width 32, depth 3), 32 px, 384-d text, N=100, mini-batch 20, rank 10,
             syn_steps 8 (conf/base/parameters_distillation.yml).
   paper99   timm nfnet_l0 (random init), 224 px, 768-d text, N=99, mini-batch 20, rank 10.
   paper499  same, N=499, mini-batch 40, rank 20.
@@ -49,7 +49,7 @@ from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecip
 from lors_distill.core.similarity import build_similarity
 
 CASES = {
-    "builtin": dict(encoder="convnet", width=32, size=32, text_dim=384, n=100, batch=50, rank=10),
+    "builtin": dict(encoder="convnet", width=32, size=32, text_dim=384, n=100, batch=20, rank=10),
     "paper99": dict(
         encoder="timm:nfnet_l0", width=0, size=224, text_dim=768, n=99, batch=20, rank=10
     ),
