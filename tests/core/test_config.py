@@ -40,6 +40,39 @@ def test_bad_values_name_the_parameter(section, key, value, fragment):
     assert f"parameters_{section}.yml" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("model", "temperature", float("inf")),
+        ("distillation", "alpha", float("nan")),
+        ("distillation", "lr_images", float("inf")),
+        ("evaluation", "weight_decay", float("nan")),
+    ],
+)
+def test_inf_and_nan_are_refused_naming_the_parameter(section, key, value):
+    params = base_params()
+    params[section][key] = value
+    with pytest.raises(ParameterError, match=rf"{section}\.{key}.*finite"):
+        validate_parameters(params)
+
+
+def test_a_misspelt_section_is_an_error_with_a_suggestion():
+    params = base_params()
+    params["distilation"] = {"num_pairs": 5}  # --params distilation.num_pairs=5
+    with pytest.raises(ParameterError, match=r"distilation: unknown parameter section") as info:
+        validate_parameters(params)
+    assert "did you mean 'distillation'?" in str(info.value)
+    params = base_params()
+    params["completely_else"] = 1
+    with pytest.raises(ParameterError, match="the sections are ingestion, features") as info:
+        validate_parameters(params)
+    assert "did you mean" not in str(info.value)
+    # the paper environments' templating keys are not sections
+    params = base_params()
+    params["_presets"] = {100: {}}
+    validate_parameters(params)
+
+
 def test_nested_bad_value_names_full_path():
     params = base_params()
     params["ingestion"]["scenes"]["train_images"] = 0

@@ -7,6 +7,7 @@ file or a ``--params`` override fails before any node runs, naming the parameter
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -35,7 +36,9 @@ def _one_of(value: str, names: Iterable[str]) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are no values for any parameter (a temperature of inf trains nothing, an
+    # alpha of nan poisons the first iteration): rejected like a wrong type
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScenesSource(_Strict):
@@ -345,6 +348,15 @@ def validate_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
     """Validate every known section present in ``parameters``; collect all errors at once."""
     parsed: dict[str, Any] = {}
     problems: list[str] = []
+    for key in parameters:
+        # "_..." keys are YAML templating (the paper envs' presets); budget is checked below
+        if key in SECTIONS or key.startswith("_") or key == "budget":
+            continue
+        close = difflib.get_close_matches(key, SECTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(
+            f"{key}: unknown parameter section{hint}; the sections are {', '.join(SECTIONS)}"
+        )
     for section in SECTIONS:
         if section not in parameters:
             continue
