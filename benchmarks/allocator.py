@@ -35,16 +35,17 @@ import torch
 VARIANTS = ("default", "tuned")
 
 
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmarks, imported lazily
+
+
 def _workload() -> dict:
     """The timed work of one child process: seconds per part, and values to compare."""
-    sys.path.insert(0, str(Path(__file__).parent))
     import distill_step
-    from expert_throughput import split
+    from expert_throughput import one_epoch_config, split
 
-    from lors_distill.core.augment import AugmentConfig
     from lors_distill.core.data import Normalizer
     from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, train_on_small_set
-    from lors_distill.core.experts import ExpertTrainingConfig, train_expert
+    from lors_distill.core.experts import train_expert
     from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
     from lors_distill.core.retrieval import evaluate_model
     from lors_distill.core.similarity import IdentitySimilarity
@@ -92,18 +93,7 @@ def _workload() -> dict:
 
     train = split(2560, 32, 384, generator)
     val = split(64, 32, 384, generator)
-    expert_config = ExpertTrainingConfig(
-        epochs=1,
-        batch_size=128,
-        lr_image=0.1,
-        lr_text=0.1,
-        momentum=0.0,
-        weight_decay=0.0,
-        captions_per_epoch="random_one",
-        augment=AugmentConfig(True, (0.5, 1.0), True, False, 2, 5, "torchvision"),
-        mixed_precision=False,
-        eval_batch_size=256,
-    )
+    expert_config = one_epoch_config(rand_augment=False, mixed_precision=False)
     normalizer = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     begin = time.perf_counter()
     train_expert(recipe.build(0), train, val, expert_config, normalizer, seed=0, device=cpu)
@@ -126,17 +116,9 @@ def _child(variant: str) -> None:
     print(json.dumps({"variant": variant, "tuned": tuned, **result}))
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def main() -> None:
+    import distill_step
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
@@ -174,7 +156,7 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
-        "commit": _commit(),
+        "commit": distill_step.git_commit(),
     }
     if args.json:
         print(json.dumps(report, indent=2))

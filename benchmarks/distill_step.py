@@ -150,11 +150,12 @@ def measure(name: str, device: torch.device, args, path: str, grad_mode: str) ->
         **memory,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
-        "commit": _commit(),
+        "commit": git_commit(),
     }
 
 
-def _commit() -> str:
+def git_commit() -> str:
+    """The short hash of the checked-out commit (what a reported number came from)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True

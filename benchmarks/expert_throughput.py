@@ -39,6 +39,22 @@ def split(images: int, size: int, text_dim: int, generator: torch.Generator) -> 
     return ImageTextSplit(pixels, torch.randn(captions.numel(), text_dim), captions)
 
 
+def one_epoch_config(rand_augment: bool, mixed_precision: bool) -> ExpertTrainingConfig:
+    """One epoch of the paper's expert recipe (SGD lr 0.1, batch 128, crop + flip)."""
+    return ExpertTrainingConfig(
+        epochs=1,
+        batch_size=128,
+        lr_image=0.1,
+        lr_text=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        captions_per_epoch="random_one",
+        augment=AugmentConfig(True, (0.5, 1.0), True, rand_augment, 2, 5, "torchvision"),
+        mixed_precision=mixed_precision,
+        eval_batch_size=256,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="builtin", choices=sorted(CASES))
@@ -62,18 +78,7 @@ def main() -> None:
         0.1,
         0.07,
     )
-    config = ExpertTrainingConfig(
-        epochs=1,
-        batch_size=128,
-        lr_image=0.1,
-        lr_text=0.1,
-        momentum=0.0,
-        weight_decay=0.0,
-        captions_per_epoch="random_one",
-        augment=AugmentConfig(True, (0.5, 1.0), True, case["rand_augment"], 2, 5, "torchvision"),
-        mixed_precision=args.mixed_precision,
-        eval_batch_size=256,
-    )
+    config = one_epoch_config(case["rand_augment"], args.mixed_precision)
     normalizer = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     # warm-up (allocator, cuDNN algorithm choice) on a few batches, not timed
     warm = split(2 * config.batch_size, case["size"], case["text_dim"], generator)
