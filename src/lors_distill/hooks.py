@@ -39,7 +39,7 @@ class PipelineStructureHook:
             project.pipelines.configure(f"{project.PACKAGE_NAME}.pipeline_registry")
 
 
-class AllocatorHook:
+class ProcessSetupHook:
     """Tune the process that runs each node (the main process, or a ``ParallelRunner`` worker):
     the C allocator reuses freed memory rather than returning it to the OS
     (:func:`~lors_distill.core.device.keep_freed_memory`), and a worker process uses

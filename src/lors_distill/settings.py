@@ -3,10 +3,10 @@
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from lors_distill.hooks import AllocatorHook, ParameterValidationHook, PipelineStructureHook
+from lors_distill.hooks import ParameterValidationHook, PipelineStructureHook, ProcessSetupHook
 from lors_distill.resolvers import RESOLVERS
 
-HOOKS = (PipelineStructureHook(), ParameterValidationHook(), AllocatorHook())
+HOOKS = (PipelineStructureHook(), ParameterValidationHook(), ProcessSetupHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -112,13 +112,13 @@ def test_keep_freed_memory_tunes_glibc_changes_no_number_and_can_be_turned_off()
     assert tuned["bytes"] == default["bytes"]
 
 
-def test_the_allocator_hook_runs_before_every_node(monkeypatch):
+def test_the_process_setup_hook_runs_before_every_node(monkeypatch):
     from lors_distill import hooks, settings
 
     calls, threads = [], []
     monkeypatch.setattr(hooks, "keep_freed_memory", lambda: calls.append(1) or True)
     monkeypatch.setattr(hooks.torch, "set_num_threads", threads.append)
-    (hook,) = [h for h in settings.HOOKS if isinstance(h, hooks.AllocatorHook)]
+    (hook,) = [h for h in settings.HOOKS if isinstance(h, hooks.ProcessSetupHook)]
     hook.before_node_run()  # the main process keeps torch's thread count
     assert (calls, threads) == ([1], [])
     # a ParallelRunner worker: one thread unless LORS_WORKER_THREADS says otherwise
