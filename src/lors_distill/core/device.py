@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import sys
@@ -75,9 +76,9 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_KEEP_FREED = {"done": False}
 
 
+@functools.cache  # once per process: the first call decides
 def keep_freed_memory() -> bool:
     """Let glibc's allocator keep and reuse freed memory instead of handing it back to the OS.
 
@@ -92,8 +93,6 @@ def keep_freed_memory() -> bool:
     Called before every node (``hooks.ProcessSetupHook``). Does nothing off glibc (macOS, Windows,
     musl) or with ``LORS_KEEP_FREED_MEMORY=0``. Returns whether the allocator was tuned.
     """
-    if _KEEP_FREED["done"]:
-        return True
     if os.environ.get("LORS_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -104,8 +103,7 @@ def keep_freed_memory() -> bool:
     # mallopt returns 1 on success; older glibc caps the mmap threshold at 32 MiB
     mapped = mallopt(_M_MMAP_THRESHOLD, 1 << 30) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)
     trimmed = mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
-    _KEEP_FREED["done"] = bool(mapped and trimmed)
-    return _KEEP_FREED["done"]
+    return bool(mapped and trimmed)
 
 
 def worker_threads() -> int:
