@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from typing import Any
 
@@ -9,10 +10,13 @@ import torch
 from kedro.framework import project
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from kedro.pipeline import Pipeline
 
 from lors_distill import structure
-from lors_distill.core.config import validate_parameters
+from lors_distill.core.config import ParameterError, check_train_size, validate_parameters
 from lors_distill.core.device import keep_freed_memory, worker_threads
+
+logger = logging.getLogger(__name__)
 
 
 class ParameterValidationHook:
@@ -23,10 +27,34 @@ class ParameterValidationHook:
     run at once with a message naming the parameter.
     """
 
+    def __init__(self) -> None:
+        self._parsed: dict[str, Any] = {}
+        self._uses_pairs = False
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Pipeline) -> None:
+        self._uses_pairs = any("params:distillation" in node.inputs for node in pipeline.nodes)
+
     @hook_impl
     def after_catalog_created(self, parameters: dict[str, Any]) -> None:
         # ``parameters`` maps catalog names (``parameters``, ``params:<key>``) to values
-        validate_parameters((parameters or {}).get("parameters") or {})
+        self._parsed = validate_parameters((parameters or {}).get("parameters") or {})
+
+    @hook_impl
+    def after_node_run(self, outputs: dict[str, Any]) -> None:
+        """Checks that need the data run as soon as it exists: ``distillation.num_pairs`` must
+        fit the train split when ingestion ends. When this run goes on to a node that draws the
+        pairs, that is an error raised before Kedro saves the ingestion outputs; otherwise a
+        warning."""
+        train = (outputs or {}).get("train_images")
+        if train is None or "distillation" not in self._parsed:
+            return
+        try:
+            check_train_size(self._parsed["distillation"].num_pairs, train["images"].shape[0])
+        except ParameterError as error:
+            if self._uses_pairs:
+                raise
+            logger.warning("%s (before distilling)", error)
 
 
 class PipelineStructureHook:

@@ -17,8 +17,16 @@ _ACTIVE: dict[str, int] = {}
 
 
 def activate(parameters: dict[str, Any]) -> bool:
-    """Record the session's expert count; returns True when the structure changed."""
-    count = int(parameters.get("experts", {}).get("num_experts", 0) or 0)
+    """Record the session's expert count; returns True when the structure changed.
+
+    A value that is not a positive integer is left for the parameter validation to report
+    (naming ``experts.num_experts``); the structure keeps the configured count until then.
+    """
+    value = (parameters.get("experts") or {}).get("num_experts", 0)
+    try:
+        count = int(value) if float(value).is_integer() and not isinstance(value, bool) else 0
+    except (TypeError, ValueError):
+        count = 0
     if count < 1 or _ACTIVE.get("num_experts") == count:
         return False
     _ACTIVE["num_experts"] = count

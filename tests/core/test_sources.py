@@ -157,3 +157,103 @@ def test_karpathy_bad_entries(tmp_path):
 def test_karpathy_missing_annotation(tmp_path):
     with pytest.raises(FileNotFoundError, match="flickr30k_train.json not found"):
         ingest(folder_params("karpathy", tmp_path))
+
+
+# ------------------------------------------------------------------ encodings, limits, split sizes
+
+
+def test_jsonl_with_a_byte_order_mark(tmp_path):
+    make_jsonl_folder(tmp_path, count=20)
+    path = tmp_path / "captions.jsonl"
+    path.write_text(path.read_text(encoding="utf-8"), encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    data = ingest(folder_params("jsonl", tmp_path))
+    assert data.report["bad_records"] == {"total": 0}
+    assert "images/img_000.jpg" in data.captions.image_id.tolist()  # the first line is kept
+
+
+def test_jsonl_invalid_utf8_names_the_line_and_is_skippable(tmp_path):
+    make_jsonl_folder(tmp_path, count=20)
+    path = tmp_path / "captions.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[5] = lines[5].replace(b"caption 0", b"caption \xff\xfe 0")
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(BadRecordError, match=r"captions\.jsonl line 6: not valid UTF-8 at byte"):
+        ingest(folder_params("jsonl", tmp_path))
+    data = ingest(folder_params("jsonl", tmp_path, on_bad_record="skip"))
+    assert data.report["bad_records"] == {"total": 1, "invalid_utf8": 1}
+    assert "images/img_005.jpg" not in data.captions.image_id.tolist()
+
+
+def test_karpathy_bom_and_invalid_utf8_entries(tmp_path):
+    make_karpathy_folder(tmp_path, {"train": 4, "val": 3, "test": 3})
+    val = tmp_path / "flickr30k_val.json"
+    val.write_bytes(b"\xef\xbb\xbf" + val.read_bytes())  # a BOM is accepted
+    test = tmp_path / "flickr30k_test.json"
+    test.write_bytes(test.read_bytes().replace(b"photo number 8 caption 2", b"photo \xe9 8", 1))
+    with pytest.raises(BadRecordError, match=r"flickr30k_test\.json entry 1: text that is not"):
+        ingest(folder_params("karpathy", tmp_path))
+    data = ingest(folder_params("karpathy", tmp_path, on_bad_record="skip"))
+    assert data.report["bad_records"] == {"total": 1, "invalid_utf8": 1}
+    assert {s: t.shape[0] for s, t in data.images.items()} == {"train": 4, "val": 3, "test": 2}
+
+
+def test_empty_captions_in_a_list_are_counted(tmp_path):
+    root = tmp_path / "data"
+    lines = [jsonl_line(f"images/img_{i:03d}.jpg") for i in range(20)]
+    lines[3] = jsonl_line("images/img_003.jpg", ["a dog", "", "  ", "a cat"])
+    make_jsonl_folder(root, count=20, lines=lines)
+    data = ingest(folder_params("jsonl", root))
+    assert data.report["empty_captions_dropped"] == 2
+    assert data.report["bad_records"] == {"total": 0}
+    kept = data.captions[data.captions.image_id == "images/img_003.jpg"].caption.tolist()
+    assert kept == ["a dog", "a cat"]
+
+
+def test_decompression_bomb_is_a_bad_record(tmp_path):
+    from tests.core.test_images import write_png
+
+    root = tmp_path / "data"
+    make_jsonl_folder(root, count=20)
+    write_png(root / "images" / "img_004.jpg", 20000, 20000, 1, 0, b"\x00" * 10)
+    with pytest.raises(BadRecordError, match=r"captions\.jsonl line 5: image .*img_004\.jpg"):
+        ingest(folder_params("jsonl", root))
+    data = ingest(folder_params("jsonl", root, on_bad_record="skip"))
+    assert data.report["bad_records"] == {"total": 1, "too_many_pixels": 1}
+
+
+def test_skip_keeps_the_requested_split_sizes(tmp_path):
+    root = tmp_path / "data"
+    make_jsonl_folder(root, count=30)
+    clean = ingest(folder_params("jsonl", root))
+    names = [f"images/img_{i:03d}.jpg" for i in range(30)]
+    expected = dict(zip(names, hash_split(names, 4, 5, None), strict=True))
+    for split in ("train", "val", "test"):  # without bad images: exactly hash_split
+        ids = clean.captions[clean.captions.split == split].image_id.unique().tolist()
+        assert sorted(ids) == sorted(n for n in names if expected[n] == split)
+        assert ids == sorted(ids)  # each split in file order
+    broken = [n for n in names if expected[n] == "test"][:2]
+    for name in broken:
+        (root / name).write_bytes(b"not an image")
+    data = ingest(folder_params("jsonl", root, on_bad_record="skip"))
+    sizes = {split: images.shape[0] for split, images in data.images.items()}
+    assert sizes == {"train": 19, "val": 4, "test": 5}  # test refilled in hash order
+    test_ids = set(data.captions[data.captions.split == "test"].image_id)
+    assert test_ids >= {n for n in names if expected[n] == "test"} - set(broken)
+    assert not test_ids & set(broken)
+    assert data.report["bad_records"] == {"total": 2, "undecodable_image": 2}
+    # with a train limit the requested sizes hold too
+    limited = ingest(
+        folder_params(
+            "jsonl",
+            root,
+            on_bad_record="skip",
+            jsonl={
+                **base_params()["ingestion"]["jsonl"],
+                "val_images": 4,
+                "test_images": 5,
+                "train_images": 10,
+            },
+        )
+    )
+    assert {s: t.shape[0] for s, t in limited.images.items()} == {"train": 10, "val": 4, "test": 5}

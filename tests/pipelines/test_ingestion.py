@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -70,3 +71,38 @@ def test_bad_record_writes_nothing(project_copy, tmp_path):
     assert report["images"] == {"train": 7, "val": 2, "test": 3}
     captions = pd.read_parquet(project_copy / "data/02_intermediate/captions.parquet")
     assert "images/missing.jpg" not in set(captions.image_id)
+
+
+def test_cross_section_and_structure_keys_stop_before_any_node(project_copy):
+    # the test env trains 2 experts: expert 2 does not exist
+    with pytest.raises(ParameterError, match=r"evaluation\.teacher_expert \(2\) must be below"):
+        run_kedro(project_copy, ["ingestion"], params={"evaluation": {"teacher_expert": 2}})
+    with pytest.raises(ParameterError, match=r"baselines\.expert_index \(5\) must be below"):
+        run_kedro(project_copy, ["ingestion"], params={"baselines": {"expert_index": 5}})
+    # a structure key that is not an integer is reported by name, not by the pipeline builder
+    for bad in ("abc", 2.5):
+        with pytest.raises(ParameterError, match=r"experts\.num_experts"):
+            run_kedro(project_copy, ["ingestion"], params={"experts": {"num_experts": bad}})
+    assert output_files(project_copy) == []
+
+
+def test_num_pairs_beyond_the_train_split_stops_at_the_end_of_ingestion(
+    project_copy, tmp_path, caplog
+):
+    root = make_jsonl_folder(tmp_path / "photos", count=12)  # 7 train images after 2 + 3
+    params = {
+        "ingestion": {
+            "source": "jsonl",
+            "root": str(root),
+            "jsonl": {"val_images": 2, "test_images": 3},
+        },
+        "distillation": {"num_pairs": 8, "mini_batch_size": 4},
+    }
+    # a run that goes on to distil stops when ingestion ends, before its outputs are saved
+    with pytest.raises(ParameterError, match=r"num_pairs \(8\) exceeds the 7 train images"):
+        run_kedro(project_copy, ["ingestion", "distillation"], params=params)
+    assert output_files(project_copy) == []
+    with caplog.at_level(logging.WARNING):  # ingestion alone: a warning, and its outputs
+        run_kedro(project_copy, ["ingestion"], params=params)
+    assert "num_pairs (8) exceeds the 7 train images" in caplog.text
+    assert (project_copy / "data/02_intermediate/train_images.safetensors").is_file()

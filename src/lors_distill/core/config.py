@@ -69,6 +69,9 @@ class KarpathySource(_Strict):
     image_root: str
 
 
+MAX_IMAGE_PIXELS_LIMIT = 178_956_970  # Pillow refuses larger images itself (2 x MAX_IMAGE_PIXELS)
+
+
 class IngestionParams(_Strict):
     """``ingestion`` section: which dataset to read and how to turn it into tensors."""
 
@@ -79,6 +82,7 @@ class IngestionParams(_Strict):
     seed: int = Field(ge=0)
     on_bad_record: Literal["error", "skip"]
     num_workers: int = Field(ge=1)
+    max_image_pixels: int = Field(ge=1, le=MAX_IMAGE_PIXELS_LIMIT)
     scenes: ScenesSource
     jsonl: JsonlSource
     karpathy: KarpathySource
@@ -373,6 +377,32 @@ def validate_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
             "presets (kedro run --env flickr30k|coco --params budget=100|200|500); in this "
             "environment set distillation.num_pairs instead"
         )
+    problems += _cross_section_problems(parsed)
     if problems:
         raise ParameterError("\n".join(problems))
     return parsed
+
+
+def _cross_section_problems(parsed: dict[str, Any]) -> list[str]:
+    """Checks between sections whose values are all known before the first node."""
+    problems = []
+    experts = parsed.get("experts")
+    if experts is None:
+        return problems
+    for section, key in (("evaluation", "teacher_expert"), ("baselines", "expert_index")):
+        if section in parsed and getattr(parsed[section], key) >= experts.num_experts:
+            problems.append(
+                f"{section}.{key} ({getattr(parsed[section], key)}) must be below "
+                f"experts.num_experts ({experts.num_experts}): experts are numbered from 0"
+            )
+    return problems
+
+
+def check_train_size(num_pairs: int, train_images: int) -> None:
+    """``distillation.num_pairs`` real pairs must exist (initialisation and coresets draw them
+    from the train split): checked as soon as ingestion knows the split's size."""
+    if num_pairs > train_images:
+        raise ParameterError(
+            f"distillation.num_pairs ({num_pairs}) exceeds the {train_images} train images "
+            "ingestion produced: lower distillation.num_pairs or add train images"
+        )

@@ -9,29 +9,80 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 ResizePolicy = Literal["center_crop", "pad", "squash"]
 
 
 class ImageDecodeError(ValueError):
-    """An image file exists but cannot be decoded."""
+    """An image file exists but cannot be decoded (or is larger than the pixel limit).
+
+    ``reason`` is the bad-record category of the ingestion report.
+    """
+
+    def __init__(self, message: str, reason: str = "undecodable_image") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def decode_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file as RGB.
+BACKGROUND = (255, 255, 255)
+"""Transparent pixels (LA, RGBA, PA, palette or RGB with a transparency key) are composited onto
+this colour (white), so what an alpha channel hides never shows."""
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_TRANSPARENT = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a decoded image of any Pillow mode to 8-bit RGB, scaling rather than clipping.
+
+    * 16-bit (``I;16*``, and ``I``, Pillow's mode for 16-bit data): ``0..65535 -> 0..255``;
+    * float (``F``): ``0..1 -> 0..255`` (the float-image convention), clipped outside;
+    * alpha (LA, RGBA, PA, or a ``transparency`` key): composited onto :data:`BACKGROUND`;
+    * everything else (1, L, P, CMYK, YCbCr, LAB, HSV, RGB): Pillow's conversion.
+    """
+    if image.mode in _SIXTEEN_BIT or image.mode == "F":
+        full_scale = 1.0 if image.mode == "F" else 65535.0
+        values = np.asarray(image, dtype=np.float64) * (255.0 / full_scale)
+        gray = np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if image.mode in _TRANSPARENT or "transparency" in image.info:
+        background = Image.new("RGBA", image.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file as 8-bit RGB (see :func:`to_rgb`), turned upright by
+    its EXIF orientation.
+
+    Args:
+        max_pixels: refuse images with more pixels than this (read from the header, before
+            decoding: a decompression bomb costs nothing).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ImageDecodeError: the file is not a readable image (truncated, wrong format, ...).
+        ImageDecodeError: the file is not a readable image (truncated, wrong format, ...) or has
+            more than ``max_pixels`` pixels.
     """
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image {path} is {width} x {height} = {width * height} pixels, more than "
+                    f"ingestion.max_image_pixels ({max_pixels})",
+                    reason="too_many_pixels",
+                )
             image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
+            return to_rgb(ImageOps.exif_transpose(image))
+    except (FileNotFoundError, ImageDecodeError):
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageDecodeError(
+            f"image {path} refused as a decompression bomb: {error}", reason="too_many_pixels"
+        ) from error
+    except Exception as error:  # any decoder failure (OSError, SyntaxError, struct.error, ...)
         raise ImageDecodeError(f"cannot decode image {path}: {error}") from error
 
 

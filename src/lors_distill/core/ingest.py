@@ -22,7 +22,8 @@ from lors_distill.core.sources import (
     SPLITS,
     BadRecordLog,
     Record,
-    hash_split,
+    check_split_sizes,
+    hash_order,
     read_jsonl,
     read_karpathy,
     resolve_images,
@@ -91,30 +92,81 @@ def ingest_scenes(params: IngestionParams) -> IngestedData:
     return _assemble(images, ids, captions, params, BadRecordLog(params.on_bad_record))
 
 
-def _decode_all(
-    items: list[tuple[Record, Path]], params: IngestionParams, log: BadRecordLog, split: str
-) -> tuple[list[Record], np.ndarray]:
-    size = params.image_size
+class _Decoder:
+    """Decodes and resizes images on ``num_workers`` threads; bad files go to the log."""
 
-    def work(path: Path) -> np.ndarray | ImageDecodeError:
+    def __init__(self, params: IngestionParams, log: BadRecordLog, total: int) -> None:
+        self.params, self.log = params, log
+        self.progress = tqdm(total=total, desc="decode images", unit="img")
+
+    def _work(self, path: Path) -> np.ndarray | ImageDecodeError:
         try:
-            return resize_square(decode_image(path), size, params.resize)
+            image = decode_image(path, self.params.max_image_pixels)
+            return resize_square(image, self.params.image_size, self.params.resize)
         except ImageDecodeError as error:
             return error
 
-    kept, arrays = [], []
-    with ThreadPoolExecutor(max_workers=params.num_workers) as pool:
-        results = pool.map(work, [path for _, path in items])
-        for (record, _), result in tqdm(
-            zip(items, results, strict=True), total=len(items), desc=f"decode {split}", unit="img"
-        ):
-            if isinstance(result, ImageDecodeError):
-                log.bad(record.origin, "undecodable_image", str(result))
-                continue
-            kept.append(record)
-            arrays.append(result)
+    def __call__(self, items: list[tuple[Record, Path]]) -> list[np.ndarray | None]:
+        """One array per item, ``None`` where the file was a bad record, in input order."""
+        out: list[np.ndarray | None] = []
+        with ThreadPoolExecutor(max_workers=self.params.num_workers) as pool:
+            for (record, _), result in zip(
+                items, pool.map(self._work, [path for _, path in items]), strict=True
+            ):
+                self.progress.update()
+                if isinstance(result, ImageDecodeError):
+                    self.log.bad(record.origin, result.reason, str(result))
+                    out.append(None)
+                else:
+                    out.append(result)
+        return out
+
+
+def _stack(arrays: list[np.ndarray], size: int) -> torch.Tensor:
     stacked = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    return kept, stacked
+    return hwc_to_tensor(stacked)
+
+
+def _fill_hash_splits(
+    items: list[tuple[Record, Path]], params: IngestionParams, decode: _Decoder
+) -> dict[str, list[tuple[int, Record, np.ndarray]]]:
+    """Decode in hash order (:func:`~lors_distill.core.sources.hash_order`) and fill test, val,
+    then train (up to ``jsonl.train_images``) with the images that decode, so a skipped bad
+    image is replaced by the next one in hash order and the requested sizes hold. Without bad
+    images this is exactly :func:`~lors_distill.core.sources.hash_split`.
+
+    Returns:
+        split -> ``(input index, record, array)`` in hash order.
+    """
+    source = params.jsonl
+    check_split_sizes(len(items), source.val_images, source.test_images, "valid")
+    quota = {"test": source.test_images, "val": source.val_images, "train": source.train_images}
+    order = hash_order([record.image for record, _ in items], source.split_salt)
+    filled: dict[str, list[tuple[int, Record, np.ndarray]]] = {split: [] for split in SPLITS}
+
+    def missing() -> int:
+        return sum(
+            len(order) if limit is None else limit - len(filled[split])
+            for split, limit in quota.items()
+        )
+
+    position = 0
+    while position < len(order) and missing() > 0:
+        chunk = order[position : position + missing()]
+        position += len(chunk)
+        for index, array in zip(chunk, decode([items[i] for i in chunk]), strict=True):
+            if array is None:
+                continue
+            split = next(
+                s for s in ("test", "val", "train") if quota[s] is None or len(filled[s]) < quota[s]
+            )
+            filled[split].append((index, items[index][0], array))
+    decoded = sum(len(entries) for entries in filled.values())
+    if len(filled["test"]) < source.test_images or len(filled["val"]) < source.val_images:
+        check_split_sizes(decoded, source.val_images, source.test_images, "decodable")
+    if not filled["train"]:
+        raise ValueError(f"no decodable train images left in {params.root_path}")
+    return filled
 
 
 def ingest_folder(params: IngestionParams) -> IngestedData:
@@ -135,25 +187,30 @@ def ingest_folder(params: IngestionParams) -> IngestedData:
         records = read_karpathy(root, files, log)
         image_root = root / params.karpathy.image_root
     items = resolve_images(records, image_root, root, log)
-    if params.source == "jsonl":
-        splits = hash_split(
-            [record.image for record, _ in items],
-            params.jsonl.val_images,
-            params.jsonl.test_images,
-            params.jsonl.train_images,
-            params.jsonl.split_salt,
-        )
-    else:
-        splits = [record.split for record, _ in items]
+    size = params.image_size
     images, ids, captions = {}, {}, {}
-    for split in SPLITS:
-        chosen = [item for item, s in zip(items, splits, strict=True) if s == split]
-        kept, array = _decode_all(chosen, params, log, split)
-        if not kept:
-            raise ValueError(f"no valid {split} images left in {root} (see the messages above)")
-        images[split] = hwc_to_tensor(array)
-        ids[split] = [record.image for record in kept]
-        captions[split] = [record.captions for record in kept]
+    if params.source == "jsonl":
+        decode = _Decoder(params, log, total=len(items))
+        filled = _fill_hash_splits(items, params, decode)
+        for split in SPLITS:
+            entries = sorted(filled[split], key=lambda entry: entry[0])  # file order
+            images[split] = _stack([array for _, _, array in entries], size)
+            ids[split] = [record.image for _, record, _ in entries]
+            captions[split] = [record.captions for _, record, _ in entries]
+    else:  # the annotation files fix the splits: a bad image leaves its split one short
+        decode = _Decoder(params, log, total=len(items))
+        for split in SPLITS:
+            chosen = [item for item in items if item[0].split == split]
+            arrays = decode(chosen)
+            kept = [
+                (record, a) for (record, _), a in zip(chosen, arrays, strict=True) if a is not None
+            ]
+            if not kept:
+                raise ValueError(f"no valid {split} images left in {root} (see the messages above)")
+            images[split] = _stack([array for _, array in kept], size)
+            ids[split] = [record.image for record, _ in kept]
+            captions[split] = [record.captions for record, _ in kept]
+    decode.progress.close()
     return _assemble(images, ids, captions, params, log)
 
 
@@ -168,6 +225,7 @@ def _assemble(images, ids, captions, params: IngestionParams, log: BadRecordLog)
         "images": {split: int(images[split].shape[0]) for split in SPLITS},
         "captions": {split: int((table["split"] == split).sum()) for split in SPLITS},
         "bad_records": {"total": log.total, **dict(sorted(log.counts.items()))},
+        "empty_captions_dropped": log.empty_captions,
         "bad_record_examples": list(log.examples),
     }
     if log.total:

@@ -7,9 +7,11 @@ dropped, counted by reason, and the first examples are kept for the ingestion re
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ class BadRecordLog:
     policy: Literal["error", "skip"]
     counts: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    empty_captions: int = 0  # empty strings dropped from records that keep other captions
 
     def bad(self, origin: str, reason: str, message: str) -> None:
         """Report one bad record: raise under ``error``, count and log under ``skip``."""
@@ -76,6 +79,10 @@ def _clean_captions(raw: list, origin: str, log: BadRecordLog) -> tuple[str, ...
     if not captions:
         log.bad(origin, "empty_captions", "empty caption list")
         return None
+    if len(captions) < len(raw):
+        if not log.empty_captions:
+            logger.warning("%s: dropping empty captions (counted in the ingestion report)", origin)
+        log.empty_captions += len(raw) - len(captions)
     return captions
 
 
@@ -87,11 +94,23 @@ def read_jsonl(path: Path, log: BadRecordLog) -> list[Record]:
             "captions.jsonl and the images it names"
         )
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            origin = f"{path} line {line_number}"
+            if line_number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]  # Windows editors write a byte-order mark
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                log.bad(
+                    origin,
+                    "invalid_utf8",
+                    f"not valid UTF-8 at byte {error.start + 1} of the line "
+                    f"({raw[error.start : error.start + 4]!r})",
+                )
+                continue
             if not line.strip():
                 continue
-            origin = f"{path} line {line_number}"
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as error:
@@ -108,14 +127,42 @@ def read_jsonl(path: Path, log: BadRecordLog) -> list[Record]:
     return records
 
 
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _invalid_utf8(entry: object) -> str | None:
+    """The first string in an entry holding bytes that were not UTF-8, shown with ``?``."""
+    values = entry.values() if isinstance(entry, dict) else [entry]
+    for value in values:
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and _ESCAPED_BYTE.search(text):
+                return _ESCAPED_BYTE.sub("?", text)[:80]
+    return None
+
+
+def _check_entry(origin: str, entry: object, log: BadRecordLog) -> bool:
+    """True for an object with a string 'image' and only valid UTF-8 text; else log it."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+        log.bad(origin, "malformed_record", "expected an object with a string 'image'")
+        return False
+    invalid = _invalid_utf8(entry)
+    if invalid is not None:
+        log.bad(origin, "invalid_utf8", f"text that is not valid UTF-8: {invalid!r}")
+        return False
+    return True
+
+
 def _load_json_list(path: Path) -> list:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: the karpathy source expects the split annotation files "
             "(e.g. flickr30k_train.json) directly under ingestion.root"
         )
+    # A byte-order mark is accepted; bytes that are not UTF-8 are kept as surrogate escapes so
+    # the entries holding them are reported (and skippable) one by one (see _invalid_utf8).
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(text)
     except json.JSONDecodeError as error:
         raise BadRecordError(
             f"{path} line {error.lineno} column {error.colno}: malformed JSON ({error.msg}); "
@@ -144,8 +191,7 @@ def read_karpathy(root: Path, files: dict[str, str], log: BadRecordLog) -> list[
             continue
         for index, entry in enumerate(entries):
             origin = f"{path} entry {index}"
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
-                log.bad(origin, "malformed_record", "expected an object with a string 'image'")
+            if not _check_entry(origin, entry, log):
                 continue
             captions = _clean_captions(entry.get("caption"), origin, log)
             if captions is not None:
@@ -158,8 +204,7 @@ def _group_train_entries(path: Path, entries: list, log: BadRecordLog) -> list[R
     origins: dict[str, str] = {}
     for index, entry in enumerate(entries):
         origin = f"{path} entry {index}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
-            log.bad(origin, "malformed_record", "expected an object with a string 'image'")
+        if not _check_entry(origin, entry, log):
             continue
         caption = entry.get("caption")
         if not isinstance(caption, str) or not caption.strip():
@@ -209,6 +254,22 @@ def resolve_images(
     return kept
 
 
+def hash_order(names: Sequence[str], salt: str = "") -> list[int]:
+    """Indices of ``names`` ordered by a SHA-256 hash of ``salt`` + each file name (its last
+    path component; ties by the full name): the order :func:`hash_split` fills the splits in."""
+    keys = [hashlib.sha256((salt + Path(n).name).encode("utf-8")).hexdigest() for n in names]
+    return sorted(range(len(names)), key=lambda i: (keys[i], names[i]))
+
+
+def check_split_sizes(available: int, val_count: int, test_count: int, what: str) -> None:
+    """Raise unless ``available`` images can fill val, test and at least one train image."""
+    if available < val_count + test_count + 1:
+        raise ValueError(
+            f"only {available} {what} images, fewer than ingestion.jsonl.val_images "
+            f"({val_count}) + test_images ({test_count}) + 1 train image"
+        )
+
+
 def hash_split(
     names: Sequence[str], val_count: int, test_count: int, train_limit: int | None, salt: str = ""
 ) -> list[str | None]:
@@ -219,15 +280,9 @@ def hash_split(
     The split of a file therefore never depends on the machine, the file order or Python's hash
     seed, and adding files only moves files across the boundaries.
     """
-    if len(names) < val_count + test_count + 1:
-        raise ValueError(
-            f"only {len(names)} valid images, fewer than ingestion.jsonl.val_images "
-            f"({val_count}) + test_images ({test_count}) + 1 train image"
-        )
-    keys = [hashlib.sha256((salt + Path(n).name).encode("utf-8")).hexdigest() for n in names]
-    order = sorted(range(len(names)), key=lambda i: (keys[i], names[i]))
+    check_split_sizes(len(names), val_count, test_count, "valid")
     splits: list[str | None] = [None] * len(names)
-    for rank, index in enumerate(order):
+    for rank, index in enumerate(hash_order(names, salt)):
         if rank < test_count:
             splits[index] = "test"
         elif rank < test_count + val_count:
