@@ -15,6 +15,7 @@ from kedro.pipeline import Pipeline
 from lors_distill import structure
 from lors_distill.core.config import ParameterError, check_train_size, validate_parameters
 from lors_distill.core.device import keep_freed_memory, worker_threads
+from lors_distill.provenance import check_reused_experts, remove_stale_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,15 @@ class ParameterValidationHook:
         self._uses_pairs = False
 
     @hook_impl
-    def before_pipeline_run(self, pipeline: Pipeline) -> None:
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog) -> None:
+        """Before the first node: reused expert trajectories must match this run's settings and
+        data; under ``--only-missing-outputs`` the outputs of nodes downstream of a node that
+        runs again are removed, so they are rewritten from the new inputs."""
         self._uses_pairs = any("params:distillation" in node.inputs for node in pipeline.nodes)
+        only_missing = bool((run_params or {}).get("only_missing_outputs"))
+        check_reused_experts(pipeline, catalog, self._parsed, only_missing)
+        if only_missing:
+            remove_stale_outputs(pipeline, catalog)
 
     @hook_impl
     def after_catalog_created(self, parameters: dict[str, Any]) -> None:

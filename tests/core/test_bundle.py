@@ -24,7 +24,7 @@ def test_round_trip_is_exact(tmp_path):
     assert not loaded.equals(TensorBundle(bundle.tensors, {"encoder": "other"}))
     # a plain safetensors file, readable by any safetensors tool
     with safe_open(str(path), framework="pt") as handle:
-        assert json.loads(handle.metadata()["lors_distill"])["dim"] == 5
+        assert json.loads(handle.metadata()["lors_distill.bundle"])["metadata"]["dim"] == 5
 
 
 def test_partial_load_and_layout(tmp_path):

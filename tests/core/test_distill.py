@@ -1,7 +1,18 @@
+import json
+import logging
+
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from lors_distill.core.bundle import load_bundle
+from lors_distill.core.bundle import (
+    BundleIntegrityError,
+    TensorBundle,
+    content_hash,
+    load_bundle,
+    save_bundle,
+)
 from lors_distill.core.distill import (
     DistillationDivergedError,
     Distiller,
@@ -512,3 +523,55 @@ def test_methods_are_presets_of_the_gradient_and_the_similarity():
     assert method_settings("mtt_vl", "tesla") == {"sim_type": "identity", "grad_mode": "full"}
     with pytest.raises(ValueError, match="unknown trajectory-matching method 'dm'"):
         method_settings("dm", "tesla")
+
+
+@pytest.mark.parametrize("damage", ["zeroed_images", "truncated", "no_hash", "other_fingerprint"])
+def test_a_bad_checkpoint_is_set_aside_and_never_resumed(tmp_path, caplog, damage):
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    straight = run_distillation(make_distiller(), 4, None, show_progress=False)
+    run_distillation(make_distiller(), 2, checkpoint, every=2, fingerprint="f", show_progress=False)
+    saved = load_bundle(checkpoint)
+    if damage == "zeroed_images":  # rewritten with its header (and so its old content hash)
+        with safe_open(str(checkpoint), framework="pt") as handle:
+            header = handle.metadata()
+        tensors = {**saved.tensors, "syn.images": torch.zeros_like(saved["syn.images"])}
+        save_file(tensors, str(checkpoint), metadata=header)
+        expected = "do not match the content hash"
+    elif damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:-100])
+        expected = "unreadable safetensors file"
+    elif damage == "no_hash":
+        save_file(saved.tensors, str(checkpoint))
+        expected = "no content hash"
+    else:
+        save_bundle(TensorBundle(saved.tensors, {**saved.metadata, "fingerprint": "g"}), checkpoint)
+        expected = "another configuration"
+    with caplog.at_level(logging.WARNING):
+        rows = run_distillation(
+            make_distiller(), 4, checkpoint, every=2, fingerprint="f", show_progress=False
+        )
+    assert rows == straight  # started over: exactly the uninterrupted run
+    assert expected in caplog.text
+    assert f"set aside as {checkpoint}.rejected" in caplog.text
+    assert (tmp_path / "checkpoint.safetensors.rejected").is_file()
+    assert int(load_bundle(checkpoint)["iteration"][0]) == 4  # a fresh, good checkpoint
+
+
+def test_bundles_carry_a_content_hash_checked_on_load(tmp_path):
+    path = tmp_path / "bundle.safetensors"
+    bundle = TensorBundle(
+        {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2, dtype=torch.bfloat16)}, {"k": 1}
+    )
+    save_bundle(bundle, path)
+    assert load_bundle(path).equals(bundle)
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    assert list(header) == ["lors_distill.bundle"]  # one key: a fixed byte layout
+    assert json.loads(header["lors_distill.bundle"])["sha256"] == content_hash(bundle.tensors)
+    save_file({**bundle.tensors, "a": bundle["a"] + 1}, str(path), metadata=header)
+    with pytest.raises(BundleIntegrityError, match=r"bundle\.safetensors: its tensors do not"):
+        load_bundle(path)
+    assert load_bundle(path, names=["b"])["b"].dtype == torch.bfloat16  # partial: not checked
+    path.write_bytes(b"\x00" * 4)
+    with pytest.raises(BundleIntegrityError, match=r"bundle\.safetensors: unreadable"):
+        load_bundle(path)

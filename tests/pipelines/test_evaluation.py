@@ -93,3 +93,25 @@ def test_validation_chosen_epochs_get_their_own_columns():
         "last epoch",
         "epoch chosen on validation",
     ]
+
+
+def test_an_external_set_that_is_not_a_distilled_set_names_the_file(tmp_path):
+    import pickle
+
+    import pytest
+    import torch
+
+    from lors_distill.core.bundle import TensorBundle, save_bundle
+    from lors_distill.pipelines.evaluation.nodes import evaluate_external_set
+
+    params = base_params()["evaluation"]
+    pickled = tmp_path / "set.pkl"
+    pickled.write_bytes(pickle.dumps({"images": [1, 2, 3]}))
+    trajectory = tmp_path / "trajectory.safetensors"
+    save_bundle(TensorBundle({"trajectory": torch.zeros(3, 4)}, {"model": "{}"}), trajectory)
+    for path, fragment in [
+        (pickled, r"set\.pkl: unreadable safetensors file"),
+        (trajectory, r"trajectory\.safetensors is not a distilled set \(it lacks images, lrs"),
+    ]:
+        with pytest.raises(ValueError, match=rf"evaluation\.external_set: .*{fragment}"):
+            evaluate_external_set(None, None, None, None, {**params, "external_set": str(path)})

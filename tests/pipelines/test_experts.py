@@ -12,6 +12,7 @@ from lors_distill.core.bundle import load_bundle
 from lors_distill.core.config import ParameterError
 from lors_distill.core.flat import ParameterLayout
 from lors_distill.core.models import ModelRecipe
+from lors_distill.provenance import StaleExpertError
 from tests.kedro_helpers import run_kedro
 
 EXPERTS = "data/06_models/experts"
@@ -67,6 +68,28 @@ def test_experts_pipeline_outputs_and_resume(prepared):
     )
     assert trajectory_bytes(project, 0) == first
     assert (project / EXPERTS / "expert_2.safetensors").is_file()
+    # ... and the summary, downstream of the new expert, describes the 3 experts on disk
+    summary = json.loads((project / "data/08_reporting/experts_summary.json").read_text())
+    assert summary["num_experts"] == 3
+    assert len(pd.read_csv(project / "data/08_reporting/experts_loss_history.csv")) == 3 * 3
+
+    # reusing experts trained with other settings stops before any node, naming expert and key
+    with pytest.raises(StaleExpertError) as info:
+        run_kedro(
+            project,
+            ["experts"],
+            params={"experts": {"num_experts": 4, "epochs": 5}},
+            only_missing_outputs=True,
+        )
+    for index in range(3):
+        assert f"expert_{index}.trajectory: trained with experts.epochs: 3 -> 5" in str(info.value)
+    assert not (project / EXPERTS / "expert_3.safetensors").exists()
+    # reading them as they are (no expert node in the run) is checked too, data included
+    with pytest.raises(StaleExpertError, match=r"expert_0\.trajectory: trained with model\.temp"):
+        run_kedro(project, ["distillation"], params={"model": {"temperature": 0.05}})
+    run_kedro(project, ["ingestion"], params={"ingestion": {"seed": 7}})
+    with pytest.raises(StaleExpertError, match=r"expert_1\.trajectory: trained on another train_"):
+        run_kedro(project, ["distillation"], params={"ingestion": {"seed": 7}})
 
 
 @pytest.mark.parametrize(

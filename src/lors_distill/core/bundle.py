@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,10 +11,38 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-_META_KEY = "lors_distill"
+# The header holds ONE key (safetensors writes its metadata map in no fixed order, so two keys
+# would make equal bundles differ in bytes): {"metadata": ..., "sha256": content hash}.
+_BUNDLE_KEY = "lors_distill.bundle"
+_LEGACY_KEY = "lors_distill"  # metadata only, no content hash (files of earlier versions)
+
+
+def _parse_header(header: dict[str, str]) -> tuple[dict[str, Any], str | None]:
+    """``(metadata, content hash or None)`` from a safetensors header."""
+    if _BUNDLE_KEY in header:
+        stored = json.loads(header[_BUNDLE_KEY])
+        return stored["metadata"], stored["sha256"]
+    if _LEGACY_KEY in header:
+        return json.loads(header[_LEGACY_KEY]), None
+    return dict(header), None
+
+
+class BundleIntegrityError(ValueError):
+    """A bundle file cannot be trusted: unreadable (truncated, not safetensors) or its tensors
+    differ from the content hash written with them. The message names the file."""
+
+
+def content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of tensor names, dtypes, shapes and bytes (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -23,10 +52,17 @@ class TensorBundle:
     Attributes:
         tensors: name -> tensor (any shape/dtype safetensors supports).
         metadata: JSON-serialisable description (encoder name, split, config, ...).
+        content_sha256: the verified content hash when read from a file by
+            :func:`load_bundle` (not part of equality).
     """
 
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, Any] = field(default_factory=dict)
+    content_sha256: str | None = field(default=None, compare=False, repr=False)
+
+    def sha256(self) -> str:
+        """The content hash (the one verified on load, else computed)."""
+        return self.content_sha256 or content_hash(self.tensors)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.tensors[name]
@@ -47,7 +83,8 @@ def save_bundle(bundle: TensorBundle, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in bundle.tensors.items()}
-    header = {_META_KEY: json.dumps(bundle.metadata, sort_keys=True)}
+    stored = {"metadata": bundle.metadata, "sha256": content_hash(tensors)}
+    header = {_BUNDLE_KEY: json.dumps(stored, sort_keys=True)}
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     umask = os.umask(0)
@@ -61,28 +98,62 @@ def save_bundle(bundle: TensorBundle, path: str | Path) -> None:
         raise
 
 
-def load_bundle(path: str | Path, names: list[str] | None = None) -> TensorBundle:
+def load_bundle(
+    path: str | Path, names: list[str] | None = None, *, require_hash: bool = False
+) -> TensorBundle:
     """Read a bundle written by :func:`save_bundle` (or any safetensors file).
+
+    A full read is checked against the content hash :func:`save_bundle` wrote (files without
+    one, written elsewhere, are read as they are).
 
     Args:
         path: the ``.safetensors`` file.
-        names: load only these tensors (default: all).
+        names: load only these tensors (default: all; a partial read is not hash-checked).
+        require_hash: refuse a file without a content hash (for files this project wrote
+            itself, such as checkpoints).
+
+    Raises:
+        BundleIntegrityError: the file is unreadable or its tensors do not match their hash.
     """
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-        keys = list(handle.keys()) if names is None else names
-        tensors = {name: handle.get_tensor(name) for name in keys}
-    metadata = json.loads(header[_META_KEY]) if _META_KEY in header else dict(header)
-    return TensorBundle(tensors=tensors, metadata=metadata)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            keys = list(handle.keys()) if names is None else names
+            tensors = {name: handle.get_tensor(name) for name in keys}
+        metadata, expected = _parse_header(header)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise BundleIntegrityError(f"{path}: unreadable safetensors file ({error})") from error
+    if require_hash and expected is None:
+        raise BundleIntegrityError(f"{path}: no content hash (not written by save_bundle)")
+    if names is None and expected is not None and content_hash(tensors) != expected:
+        raise BundleIntegrityError(
+            f"{path}: its tensors do not match the content hash written with them (the file was "
+            "changed or damaged after it was written)"
+        )
+    verified = expected if names is None else None
+    return TensorBundle(tensors=tensors, metadata=metadata, content_sha256=verified)
+
+
+def read_content_hash(path: str | Path) -> str | None:
+    """The content hash :func:`save_bundle` wrote into the file's header (``None`` without one),
+    read without the tensor data."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return _parse_header(handle.metadata() or {})[1]
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise BundleIntegrityError(f"{path}: unreadable safetensors file ({error})") from error
 
 
 def read_bundle_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, tuple[str, list]]]:
     """Metadata and ``name -> (dtype, shape)`` without reading tensor data."""
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-        layout = {}
-        for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-            tensor_slice = handle.get_slice(name)
-            layout[name] = (tensor_slice.get_dtype(), list(tensor_slice.get_shape()))
-    metadata = json.loads(header[_META_KEY]) if _META_KEY in header else dict(header)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            layout = {}
+            for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                tensor_slice = handle.get_slice(name)
+                layout[name] = (tensor_slice.get_dtype(), list(tensor_slice.get_shape()))
+        metadata = _parse_header(header)[0]
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise BundleIntegrityError(f"{path}: unreadable safetensors file ({error})") from error
     return metadata, layout

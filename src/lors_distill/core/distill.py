@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lors_distill.core.bundle import TensorBundle, load_bundle, save_bundle
+from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle, save_bundle
 from lors_distill.core.device import seeded_rng
 from lors_distill.core.flat import ParameterLayout, functional_forward
 from lors_distill.core.losses import soft_loss
@@ -522,27 +523,38 @@ def run_distillation(
     """Run the outer loop to ``iterations``, checkpointing every ``every`` iterations.
 
     A checkpoint with the same ``fingerprint`` (configuration + experts) and at most
-    ``iterations`` done is resumed exactly (so a finished run can be extended); any other is
-    ignored (and overwritten at the next checkpoint). When the
-    loss diverges the exception propagates and the last good checkpoint stays on disk.
+    ``iterations`` done is resumed exactly (so a finished run can be extended). Any other
+    (unreadable, damaged: its tensors no longer match their content hash, another fingerprint,
+    or a longer run) is never used: it is set aside as ``<name>.rejected`` with a warning
+    saying why, and the run starts over. When the loss diverges the exception propagates and
+    the last good checkpoint stays on disk.
 
     Returns:
         One history row per iteration (all of them, including resumed ones).
     """
     history: list[dict[str, Any]] = []
     if checkpoint is not None and checkpoint.is_file():
-        saved = load_bundle(checkpoint)
-        saved_at = int(saved["iteration"][0]) if "iteration" in saved.tensors else -1
-        if saved.metadata.get("fingerprint") == fingerprint and saved_at <= iterations:
+        reason = None
+        try:
+            saved = load_bundle(checkpoint, require_hash=True)
+        except BundleIntegrityError as error:
+            reason = str(error)
+        else:
+            saved_at = int(saved["iteration"][0]) if "iteration" in saved.tensors else -1
+            if saved.metadata.get("fingerprint") != fingerprint:
+                reason = f"{checkpoint}: written for another configuration or other experts"
+            elif saved_at > iterations:
+                reason = f"{checkpoint}: {saved_at} iterations done, more than {iterations}"
+        if reason is None:
             distiller.load_state(saved.tensors)
             history = list(saved.metadata["history"])
             logger.info(
                 "resuming distillation at iteration %d from %s", distiller.iteration, checkpoint
             )
         else:
-            logger.warning(
-                "ignoring %s: it belongs to another configuration or a longer run", checkpoint
-            )
+            rejected = checkpoint.with_name(checkpoint.name + ".rejected")
+            os.replace(checkpoint, rejected)
+            logger.warning("%s; set aside as %s, distilling from the start", reason, rejected)
     bar = tqdm(
         total=iterations,
         initial=distiller.iteration,

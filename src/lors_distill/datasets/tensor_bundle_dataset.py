@@ -13,7 +13,13 @@ import torch
 from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
-from lors_distill.core.bundle import TensorBundle, load_bundle, read_bundle_metadata, save_bundle
+from lors_distill.core.bundle import (
+    TensorBundle,
+    load_bundle,
+    read_bundle_metadata,
+    read_content_hash,
+    save_bundle,
+)
 from lors_distill.core.data import Normalizer
 from lors_distill.core.images import image_grid, png_bytes
 from lors_distill.core.models import ModelRecipe
@@ -69,6 +75,14 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
 
     def _exists(self) -> bool:
         return Path(self._filepath).is_file()
+
+    def read_metadata(self) -> dict[str, Any]:
+        """The bundle's metadata, without reading its tensors."""
+        return read_bundle_metadata(Path(self._filepath))[0]
+
+    def stored_content_hash(self) -> str | None:
+        """The content hash in the file's header, without reading its tensors."""
+        return read_content_hash(Path(self._filepath))
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "image_key": self._image_key}

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from lors_distill.core.bundle import TensorBundle, load_bundle
+from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle
 from lors_distill.core.config import parse_section, to_dataclass
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
@@ -212,8 +212,18 @@ def evaluate_external_set(
     path = Path(config.external_set)
     if not path.is_file():
         raise FileNotFoundError(f"evaluation.external_set: {path} does not exist")
+    try:
+        external = load_bundle(path)
+    except BundleIntegrityError as error:
+        raise ValueError(f"evaluation.external_set: {error}") from error
+    missing = sorted({"images", "texts", "lrs"} - external.tensors.keys())
+    if missing or "model" not in external.metadata:
+        raise ValueError(
+            f"evaluation.external_set: {path} is not a distilled set (it lacks "
+            f"{', '.join(missing) or 'the model recipe'}; it holds {', '.join(external.tensors)})"
+        )
     result = evaluate_set(
-        load_bundle(path),
+        external,
         test_images,
         test_text_features,
         val_images,

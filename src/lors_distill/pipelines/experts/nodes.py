@@ -23,6 +23,7 @@ from lors_distill.core.models import (
     pixel_normalization,
 )
 from lors_distill.core.seeding import derive_seed
+from lors_distill.provenance import TRAINING_INPUTS, trajectory_settings
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,17 @@ def train_one_expert(
             "layout": layout.to_json(),
             "experts": experts_cfg.model_dump(mode="json"),
             "val_recall": recall,
+            "provenance": {
+                "settings": trajectory_settings(model_cfg, experts_cfg),
+                "inputs": {
+                    name: bundle.sha256()
+                    for name, bundle in zip(
+                        TRAINING_INPUTS,
+                        (train_images, train_text_features, val_images, val_text_features),
+                        strict=True,
+                    )
+                },
+            },
         },
     )
     report = {
