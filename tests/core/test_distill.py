@@ -465,6 +465,9 @@ def test_a_finished_run_can_be_extended_exactly(tmp_path):
         make_distiller(), 5, checkpoint, fingerprint="f", show_progress=False
     )
     assert extended == straight
+    # and in the same column order (the checkpoint's JSON sorts keys; the history CSV must not)
+    assert [list(row) for row in extended] == [list(row) for row in straight]
+    assert list(straight[0]) != sorted(straight[0])
     # a checkpoint further along than the requested run is not reused
     shorter = run_distillation(
         make_distiller(), 2, checkpoint, fingerprint="f", show_progress=False

@@ -547,7 +547,12 @@ def run_distillation(
                 reason = f"{checkpoint}: {saved_at} iterations done, more than {iterations}"
         if reason is None:
             distiller.load_state(saved.tensors)
-            history = list(saved.metadata["history"])
+            # the metadata JSON sorts keys: restore each row's column order as it was written
+            columns = saved.metadata.get("columns") or []
+            history = [
+                {**{k: row[k] for k in columns if k in row}, **row}
+                for row in saved.metadata["history"]
+            ]
             logger.info(
                 "resuming distillation at iteration %d from %s", distiller.iteration, checkpoint
             )
@@ -568,9 +573,7 @@ def run_distillation(
         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr_image']:.3g}/{row['lr_text']:.3g}")
         done = distiller.iteration == iterations
         if checkpoint is not None and (distiller.iteration % every == 0 or done):
-            save_bundle(
-                TensorBundle(distiller.state(), {"fingerprint": fingerprint, "history": history}),
-                checkpoint,
-            )
+            metadata = {"fingerprint": fingerprint, "history": history, "columns": list(row)}
+            save_bundle(TensorBundle(distiller.state(), metadata), checkpoint)
     bar.close()
     return history
