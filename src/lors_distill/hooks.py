@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from typing import Any
 
 import torch
+from kedro.config import MissingConfigException
 from kedro.framework import project
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 
-from lors_distill import structure
+from lors_distill import structure, tracking
 from lors_distill.core.config import ParameterError, check_train_size, validate_parameters
 from lors_distill.core.device import keep_freed_memory, worker_threads
 from lors_distill.provenance import check_reused_experts, remove_stale_outputs
@@ -87,3 +89,33 @@ class ProcessSetupHook:
         keep_freed_memory()
         if multiprocessing.parent_process() is not None:
             torch.set_num_threads(worker_threads())
+
+
+class TrackingFaultsHook:
+    """MLflow faults never cost time or local outputs (:mod:`lors_distill.tracking`): an
+    unreachable ``http(s)`` tracking server fails at once, a failed upload is reported when the
+    run ends (after every local output is written), and runs that a killed process left
+    RUNNING are marked FAILED."""
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow contacts the server (and retries for minutes)
+    def after_context_created(self, context: KedroContext) -> None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if uri is None:
+            patterns = context.config_loader.config_patterns
+            patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
+            try:
+                uri = (context.config_loader["mlflow"].get("server") or {}).get(
+                    "mlflow_tracking_uri"
+                )
+            except MissingConfigException:
+                uri = None
+        tracking.check_server(uri)
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has started this run
+    def before_pipeline_run(self) -> None:
+        tracking.forget_failed_uploads()
+        tracking.upload("the run's host/process tags", tracking.close_stale_runs)
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has ended the run
+    def after_pipeline_run(self) -> None:
+        tracking.raise_failed_uploads()

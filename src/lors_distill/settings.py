@@ -3,10 +3,20 @@
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from lors_distill.hooks import ParameterValidationHook, PipelineStructureHook, ProcessSetupHook
+from lors_distill.hooks import (
+    ParameterValidationHook,
+    PipelineStructureHook,
+    ProcessSetupHook,
+    TrackingFaultsHook,
+)
 from lors_distill.resolvers import RESOLVERS
 
-HOOKS = (PipelineStructureHook(), ParameterValidationHook(), ProcessSetupHook())
+HOOKS = (
+    PipelineStructureHook(),
+    ParameterValidationHook(),
+    ProcessSetupHook(),
+    TrackingFaultsHook(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

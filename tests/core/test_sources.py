@@ -257,3 +257,33 @@ def test_skip_keeps_the_requested_split_sizes(tmp_path):
         )
     )
     assert {s: t.shape[0] for s, t in limited.images.items()} == {"train": 10, "val": 4, "test": 5}
+
+
+def test_karpathy_wrong_schema_and_missing_keys(tmp_path):
+    make_karpathy_folder(tmp_path, {"train": 4, "val": 3, "test": 3})
+    files = {s: f"flickr30k_{s}.json" for s in ("train", "val", "test")}
+    val = tmp_path / "flickr30k_val.json"
+    original = val.read_text()
+    val.write_text(json.dumps({"images": json.loads(original)}))  # an object, not a list
+    with pytest.raises(BadRecordError, match=r"flickr30k_val\.json: expected a JSON list"):
+        read_karpathy(tmp_path, files, BadRecordLog("skip"))  # the whole file: not skippable
+    val.write_text(original)
+    train = tmp_path / "flickr30k_train.json"
+    entries = json.loads(train.read_text())
+    del entries[0]["image_id"]  # not needed: train captions are grouped by image path
+    entries[1] = {"caption": "no image key", "image_id": "1"}
+    entries[2] = ["not", "an", "object"]
+    del entries[6]["caption"]
+    train.write_text(json.dumps(entries))
+    with pytest.raises(BadRecordError, match=r"flickr30k_train\.json entry 1: expected an object"):
+        read_karpathy(tmp_path, files, BadRecordLog("error"))
+    log = BadRecordLog("skip")
+    records = read_karpathy(tmp_path, files, log)
+    assert dict(log.counts) == {"malformed_record": 2, "empty_captions": 1}
+    first = next(r for r in records if r.image == "flickr30k-images/1000.jpg")
+    assert first.captions == tuple(captions_for(0)[i] for i in (0, 3, 4))  # entries 1, 2 gone
+    assert next(r for r in records if r.image == "flickr30k-images/1001.jpg").captions == tuple(
+        c
+        for i, c in enumerate(captions_for(1))
+        if i != 1  # entry 6 had no caption
+    )

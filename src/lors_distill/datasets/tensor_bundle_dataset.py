@@ -165,7 +165,7 @@ class ScorerModelDataset(TensorBundleDataset):
                     self._filepath,
                     error,
                 )
-                mlflow.log_artifact(str(self._filepath), self._mlflow_model)
+                log_artifact(self._filepath, self._mlflow_model)
 
 
 def log_scorer_model(bundle: TensorBundle, name: str) -> Any:

@@ -21,6 +21,8 @@ from kedro_datasets.text import TextDataset
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from lors_distill.tracking import upload
+
 _BATCH = 1000
 
 
@@ -36,9 +38,12 @@ def log_metrics(values: list[tuple[str, float, int]]) -> int:
         if value is not None and math.isfinite(float(value))
     ]
     client = MlflowClient()
-    for start in range(0, len(metrics), _BATCH):
-        client.log_batch(run.info.run_id, metrics=metrics[start : start + _BATCH])
-    return len(metrics)
+
+    def send() -> None:
+        for start in range(0, len(metrics), _BATCH):
+            client.log_batch(run.info.run_id, metrics=metrics[start : start + _BATCH])
+
+    return len(metrics) if upload(f"{len(metrics)} metric values", send) else 0
 
 
 class TrackedCSVDataset(CSVDataset):
@@ -97,11 +102,12 @@ class TrackedJSONDataset(JSONDataset):
 
 
 def log_artifact(path: str | PurePosixPath, artifact_path: str | None) -> bool:
-    """Copy a written file into the active MLflow run's artifacts (if there is a run)."""
+    """Copy a written file into the active MLflow run's artifacts (if there is a run). A failed
+    upload is logged and reported when the run ends (:mod:`lors_distill.tracking`), never
+    raised here: the node's other outputs are still written."""
     if artifact_path is None or mlflow.active_run() is None:
         return False
-    mlflow.log_artifact(str(path), artifact_path)
-    return True
+    return upload(str(path), lambda: mlflow.log_artifact(str(path), artifact_path))
 
 
 class TrackedMatplotlibDataset(MatplotlibDataset):
