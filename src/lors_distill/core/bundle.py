@@ -89,9 +89,10 @@ def save_bundle(bundle: TensorBundle, path: str | Path) -> None:
     os.close(handle)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
     try:
         save_file(tensors, tmp_name, metadata=header)
+        # mkstemp (and safetensors' writer) leave 0600: give the file the umask's permissions
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

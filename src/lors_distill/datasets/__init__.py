@@ -1,5 +1,6 @@
-"""Custom Kedro datasets (safetensors bundles with kedro-viz previews)."""
+"""Custom Kedro datasets (safetensors bundles with kedro-viz previews; atomic local writes)."""
 
+from lors_distill.datasets.atomic import CSVDataset, JSONDataset, ParquetDataset
 from lors_distill.datasets.tensor_bundle_dataset import (
     ScorerModelDataset,
     TensorBundleDataset,
@@ -13,6 +14,9 @@ from lors_distill.datasets.tracked import (
 )
 
 __all__ = [
+    "CSVDataset",
+    "JSONDataset",
+    "ParquetDataset",
     "ScorerModelDataset",
     "TensorBundleDataset",
     "TrackedCSVDataset",

@@ -2,7 +2,8 @@
 
 DVC and the notebooks read the local file; MLflow gets the same numbers as metrics with steps,
 in batches (one request per 1,000 values, not one per value). Without an active run (tracking
-disabled) they behave exactly like the plain datasets.
+disabled) they behave exactly like the plain datasets. Local writes are atomic
+(:mod:`lors_distill.datasets.atomic`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kedro_datasets.text import TextDataset
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from lors_distill.datasets.atomic import AtomicSave
 from lors_distill.tracking import upload
 
 _BATCH = 1000
@@ -46,7 +48,7 @@ def log_metrics(values: list[tuple[str, float, int]]) -> int:
     return len(metrics) if upload(f"{len(metrics)} metric values", send) else 0
 
 
-class TrackedCSVDataset(CSVDataset):
+class TrackedCSVDataset(AtomicSave, CSVDataset):
     """A CSV table whose numeric columns are also logged as MLflow metric histories.
 
     Args:
@@ -84,7 +86,7 @@ class TrackedCSVDataset(CSVDataset):
         log_metrics(values)
 
 
-class TrackedJSONDataset(JSONDataset):
+class TrackedJSONDataset(AtomicSave, JSONDataset):
     """A flat JSON object of numbers (``metrics.json``) also logged as MLflow metrics.
 
     MLflow metric names may not contain ``@``, so ``lors.ir@1.mean`` is logged as
@@ -110,7 +112,7 @@ def log_artifact(path: str | PurePosixPath, artifact_path: str | None) -> bool:
     return upload(str(path), lambda: mlflow.log_artifact(str(path), artifact_path))
 
 
-class TrackedMatplotlibDataset(MatplotlibDataset):
+class TrackedMatplotlibDataset(AtomicSave, MatplotlibDataset):
     """A saved figure that is also logged as an MLflow artifact under ``artifact_path``.
 
     (kedro-mlflow's ``MlflowArtifactDataset`` would do the same, but its dynamically created
@@ -126,7 +128,7 @@ class TrackedMatplotlibDataset(MatplotlibDataset):
         log_artifact(self._filepath, self._artifact_path)
 
 
-class TrackedTextDataset(TextDataset):
+class TrackedTextDataset(AtomicSave, TextDataset):
     """A saved text file that is also logged as an MLflow artifact under ``artifact_path``."""
 
     def __init__(self, *, artifact_path: str = "reports", **kwargs: Any) -> None:
