@@ -1,6 +1,11 @@
 """The whole ``__default__`` pipeline in the ``test`` environment, end to end."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -249,3 +254,98 @@ def test_same_config_same_machine_same_bytes(finished, tmp_path):
     assert first.keys() == second.keys()
     for name, content in first.items():
         assert second[name] == content, name
+
+
+# ------------------------------------------------------------------ kill -9 and resume
+
+KEDRO = Path(sys.executable).with_name("kedro")
+
+
+def _cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {
+        **env,
+        "KEDRO_ENV": "test",
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        **extra,
+    }
+
+
+def _kedro(project: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(KEDRO), "run", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def _kill_when(project: Path, args: list[str], env: dict[str, str], ready) -> bool:
+    """Start ``kedro run`` and SIGKILL its whole process group as soon as ``ready(project)``;
+    True when it was killed (False: it finished first)."""
+    process = subprocess.Popen(
+        [str(KEDRO), "run", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while process.poll() is None:
+            if ready(project):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                return True
+            time.sleep(0.02)
+        return False
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+
+
+def _exists(pattern: str):
+    return lambda project: any(project.glob(pattern))
+
+
+@pytest.mark.slow
+def test_kill_9_at_each_stage_then_resume_gives_the_same_bytes(finished, tmp_path):
+    """kill -9 after the first expert, during distillation (after its first checkpoint) and
+    during evaluation; each time ``kedro run --only-missing-outputs`` goes on, and at the end
+    every artifact equals the uninterrupted run's byte for byte."""
+    project = make_project_copy(tmp_path)
+    env = _cli_env()
+    stages = [
+        ("after expert 0", "data/06_models/experts/expert_0.safetensors"),
+        ("during distillation", "data/06_models/distillation_checkpoints/*.safetensors"),
+        ("during evaluation", "data/08_reporting/evaluation/herding.json"),
+    ]
+    for stage, pattern in stages:
+        assert _kill_when(project, ["--only-missing-outputs"], env, _exists(pattern)), stage
+        assert not (project / "data/08_reporting/metrics.json").exists(), stage
+    result = _kedro(project, ["--only-missing-outputs"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed, reference = _outputs(project), FIRST_RUN[finished]
+    assert resumed.keys() == reference.keys()
+    for name, content in reference.items():
+        assert resumed[name] == content, name
+
+
+@pytest.mark.slow
+def test_kill_9_during_parallel_experts_then_resume_gives_the_same_bytes(finished, tmp_path):
+    project = make_project_copy(tmp_path)
+    # workers with the main process's thread count: their bytes equal the sequential run's
+    env = _cli_env(LORS_WORKER_THREADS=str(torch.get_num_threads()))
+    args = ["--pipelines", "ingestion,features,experts", "--runner", "ParallelRunner"]
+    killed = _kill_when(project, args, env, _exists("data/06_models/experts/expert_*.safetensors"))
+    assert killed
+    result = _kedro(project, [*args, "--only-missing-outputs"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experts = sorted((project / "data/06_models/experts").glob("*.safetensors"))
+    assert len(experts) == 2
+    for path in experts:
+        assert path.read_bytes() == (finished / path.relative_to(project)).read_bytes(), path.name
