@@ -1,6 +1,7 @@
 """MLflow faults: an unreachable server, failed uploads, runs left RUNNING by a killed process."""
 
 import http.server
+import re
 import socket
 import subprocess
 import sys
@@ -77,10 +78,13 @@ def test_failed_uploads_never_cost_a_local_output(project_copy, monkeypatch):
 
     monkeypatch.setattr(mlflow, "log_artifact", broken)
     monkeypatch.setattr(tracked, "MlflowClient", BrokenClient)
+    monkeypatch.setattr(mlflow, "log_param", broken)  # kedro-mlflow's per-node parameters
     with pytest.raises(tracking.TrackingError, match=r"upload\(s\) to MLflow failed") as info:
         run_kedro(project_copy, ["ingestion", "features", "experts"])
     assert "experts_loss.png" in str(info.value)
     assert "metric values" in str(info.value)
+    # kedro-mlflow's per-node parameter uploads failed too, and the later nodes ran on
+    assert re.search(r"the parameters of \S*expert_1\.train_expert", str(info.value))
     reporting = project_copy / "data/08_reporting"
     for name in ("experts_summary.json", "experts_loss_history.csv", "experts_loss.png"):
         assert (reporting / name).is_file(), name  # written although its upload failed

@@ -13,6 +13,7 @@ from kedro.framework import project
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
+from kedro_mlflow.framework.hooks import MlflowHook
 
 from lors_distill import structure, tracking
 from lors_distill.core.config import ParameterError, check_train_size, validate_parameters
@@ -119,3 +120,25 @@ class TrackingFaultsHook:
     @hook_impl(trylast=True)  # after kedro-mlflow has ended the run
     def after_pipeline_run(self) -> None:
         tracking.raise_failed_uploads()
+
+
+class TolerantMlflowHook(MlflowHook):
+    """kedro-mlflow's hook (registered in its place: ``settings.DISABLE_HOOKS_FOR_PLUGINS``),
+    with the uploads it makes once the run is going (each node's parameters, the run's end)
+    made non-fatal like this project's own: a tracking server that dies mid-run is reported
+    when the run ends (:class:`TrackingFaultsHook`), and every node still runs and writes its
+    outputs."""
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async) -> None:
+        tracking.upload(
+            f"the parameters of {node.name}",
+            lambda: MlflowHook.before_node_run(self, node, catalog, inputs, is_async),
+        )
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        tracking.upload(
+            "the end of the MLflow run",
+            lambda: MlflowHook.after_pipeline_run(self, run_params, pipeline, catalog),
+        )

@@ -7,6 +7,7 @@ from lors_distill.hooks import (
     ParameterValidationHook,
     PipelineStructureHook,
     ProcessSetupHook,
+    TolerantMlflowHook,
     TrackingFaultsHook,
 )
 from lors_distill.resolvers import RESOLVERS
@@ -16,7 +17,11 @@ HOOKS = (
     ParameterValidationHook(),
     ProcessSetupHook(),
     TrackingFaultsHook(),
+    TolerantMlflowHook(),
 )
+# kedro-mlflow's own hook instance is replaced by TolerantMlflowHook (the same hook, with
+# non-fatal uploads once the run is going)
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")  # its metadata spells it either way
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
