@@ -189,28 +189,33 @@ def ingest_folder(params: IngestionParams) -> IngestedData:
     items = resolve_images(records, image_root, root, log)
     size = params.image_size
     images, ids, captions = {}, {}, {}
-    if params.source == "jsonl":
-        decode = _Decoder(params, log, total=len(items))
-        filled = _fill_hash_splits(items, params, decode)
-        for split in SPLITS:
-            entries = sorted(filled[split], key=lambda entry: entry[0])  # file order
-            images[split] = _stack([array for _, _, array in entries], size)
-            ids[split] = [record.image for _, record, _ in entries]
-            captions[split] = [record.captions for _, record, _ in entries]
-    else:  # the annotation files fix the splits: a bad image leaves its split one short
-        decode = _Decoder(params, log, total=len(items))
-        for split in SPLITS:
-            chosen = [item for item in items if item[0].split == split]
-            arrays = decode(chosen)
-            kept = [
-                (record, a) for (record, _), a in zip(chosen, arrays, strict=True) if a is not None
-            ]
-            if not kept:
-                raise ValueError(f"no valid {split} images left in {root} (see the messages above)")
-            images[split] = _stack([array for _, array in kept], size)
-            ids[split] = [record.image for record, _ in kept]
-            captions[split] = [record.captions for record, _ in kept]
-    decode.progress.close()
+    decode = _Decoder(params, log, total=len(items))
+    try:
+        if params.source == "jsonl":
+            filled = _fill_hash_splits(items, params, decode)
+            for split in SPLITS:
+                entries = sorted(filled[split], key=lambda entry: entry[0])  # file order
+                images[split] = _stack([array for _, _, array in entries], size)
+                ids[split] = [record.image for _, record, _ in entries]
+                captions[split] = [record.captions for _, record, _ in entries]
+        else:  # the annotation files fix the splits: a bad image leaves its split one short
+            for split in SPLITS:
+                chosen = [item for item in items if item[0].split == split]
+                arrays = decode(chosen)
+                kept = [
+                    (record, a)
+                    for (record, _), a in zip(chosen, arrays, strict=True)
+                    if a is not None
+                ]
+                if not kept:
+                    raise ValueError(
+                        f"no valid {split} images left in {root} (see the messages above)"
+                    )
+                images[split] = _stack([array for _, array in kept], size)
+                ids[split] = [record.image for record, _ in kept]
+                captions[split] = [record.captions for record, _ in kept]
+    finally:
+        decode.progress.close()
     return _assemble(images, ids, captions, params, log)
 
 
