@@ -23,12 +23,17 @@ from lors_distill.provenance import check_reused_experts, remove_stale_outputs
 logger = logging.getLogger(__name__)
 
 
-class ParameterValidationHook:
-    """Validate every parameter section into its typed object before any node runs.
+class RunChecksHook:
+    """Everything checked before (or as early as possible in) a run, so it stops at once with a
+    message naming what is wrong:
 
-    Kedro passes the merged parameters (all config files plus ``--params`` overrides) when it
-    builds the catalog, which happens before the first node, so a wrong type or value stops the
-    run at once with a message naming the parameter.
+    * every parameter section validated into its typed object, cross-section keys included
+      (Kedro passes the merged parameters, config files plus ``--params``, when it builds the
+      catalog, before the first node);
+    * reused expert trajectories against this run's settings and data
+      (:func:`~lors_distill.provenance.check_reused_experts`), and under
+      ``--only-missing-outputs`` stale downstream outputs removed;
+    * ``distillation.num_pairs`` against the train split when ingestion ends.
     """
 
     def __init__(self) -> None:

@@ -4,9 +4,9 @@ from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
 from lors_distill.hooks import (
-    ParameterValidationHook,
     PipelineStructureHook,
     ProcessSetupHook,
+    RunChecksHook,
     TolerantMlflowHook,
     TrackingFaultsHook,
 )
@@ -14,7 +14,7 @@ from lors_distill.resolvers import RESOLVERS
 
 HOOKS = (
     PipelineStructureHook(),
-    ParameterValidationHook(),
+    RunChecksHook(),
     ProcessSetupHook(),
     TrackingFaultsHook(),
     TolerantMlflowHook(),
