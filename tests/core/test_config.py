@@ -112,3 +112,28 @@ def test_registry_backed_names_fail_naming_the_key_and_the_choices():
     augment = {**params["experts"]["augment"], "rand_augment_style": "auto"}
     with pytest.raises(ParameterError, match="experts.augment.rand_augment_style"):
         parse_section("experts", {**params["experts"], "augment": augment})
+
+
+def test_baseline_overrides_take_only_outer_loop_keys():
+    """``baselines.<method>`` may change a baseline's outer-loop settings, nothing that would
+    give it another budget or inner loop than LoRS's."""
+    params = base_params()
+    params["baselines"]["mtt_vl"] = {"lr_images": 100.0, "momentum": 0.9}
+    params["baselines"]["tesla_vl"] = {}
+    parsed = validate_parameters(params)["baselines"]
+    assert parsed.mtt_vl.applied() == {"lr_images": 100.0, "momentum": 0.9}
+    assert parsed.tesla_vl.applied() == {}
+    for key, value in [("iterations", 500), ("lr_sim", 1.0), ("num_pairs", 10)]:
+        params = base_params()
+        params["baselines"]["tesla_vl"] = {key: value}
+        with pytest.raises(ParameterError, match=rf"baselines\.tesla_vl\.{key}"):
+            validate_parameters(params)
+    params = base_params()
+    params["baselines"]["tesla_vl"] = {"lr_texts": -1.0}
+    with pytest.raises(ParameterError, match=r"baselines\.tesla_vl\.lr_texts"):
+        validate_parameters(params)
+
+
+def test_the_flickr8k_environment_gives_every_method_its_own_distillation_settings():
+    parsed = validate_parameters(base_params("flickr8k"))["baselines"]
+    assert parsed.tesla_vl.applied() == parsed.mtt_vl.applied() == {}

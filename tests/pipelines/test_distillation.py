@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from lors_distill.core.bundle import load_bundle
+from lors_distill.core.data import Normalizer
 from lors_distill.core.distilled import from_bundle, similarity_from_bundle, to_bundle
+from lors_distill.pipelines.distillation.nodes import distill_baseline
 from tests.kedro_helpers import make_project_copy, run_kedro
+from tests.params import base_params
 
 DISTILLED = "data/07_model_output/distilled_set.safetensors"
 HISTORY = "data/08_reporting/distillation_history.csv"
@@ -73,3 +76,37 @@ def test_inner_temperature_stays_out_of_the_evaluation_recipe(experts_project):
     distilled = load_bundle(project / DISTILLED)
     assert distilled.metadata["config"]["temperature"] == 0.1
     assert distilled.metadata["model"]["temperature"] == pytest.approx(0.07)
+
+
+def test_a_baseline_takes_its_own_outer_learning_rates(experts_project):
+    """The node on in-memory bundles: ``baselines.tesla_vl.lr_images: 0`` freezes TESLA-VL's
+    images at their real initialisation while its texts still move at ``distillation``'s rate;
+    LoRS's section is not touched."""
+    project = experts_project
+    data = project / "data"
+    train_images = load_bundle(data / "02_intermediate/train_images.safetensors")
+    features = load_bundle(data / "04_feature/train_text_features.safetensors")
+    trajectories = [
+        load_bundle(path)
+        for path in sorted((data / "06_models/experts").glob("expert_*.safetensors"))
+    ]
+    params = base_params("test")["distillation"]
+    params["checkpoint_dir"] = str(project / "checkpoints")
+    distilled, summary, _ = distill_baseline(
+        train_images, features, params, {"lr_images": 0.0}, *trajectories, method="tesla_vl"
+    )
+    assert summary["config"]["lr_images"] == 0.0
+    assert summary["config"]["lr_texts"] == params["lr_texts"]
+    assert summary["config"]["sim_type"] == "identity"
+    normalizer = Normalizer(tuple(summary["image_mean"]), tuple(summary["image_std"]))
+    chosen = torch.tensor(summary["init_images"])
+    assert torch.equal(distilled["images"], normalizer(train_images["images"][chosen]))
+    initial_texts = features["embeddings"].float()
+    assert not any(
+        (initial_texts == row).all(dim=1).any() for row in distilled["texts"]
+    )  # every text vector moved
+    # without overrides the same node follows distillation's rates: the images move
+    moved, _, _ = distill_baseline(
+        train_images, features, params, {}, *trajectories, method="tesla_vl"
+    )
+    assert not torch.equal(moved["images"], distilled["images"])

@@ -101,6 +101,11 @@ def test_metrics_json_keys_and_values(finished):
     markdown = (finished / "data/08_reporting/comparison_table.md").read_text()
     assert "| lors |" in markdown
     assert "last epoch" in markdown
+    # the machine the numbers came from (CPU results depend on its kernels and thread count)
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert f"Computed with torch {torch.__version__}, " in markdown
+    assert f"CPU ({capability}), {torch.get_num_threads()} threads." in markdown
+    assert report["machine"].endswith(f"CPU ({capability}), {torch.get_num_threads()} threads")
     assert (finished / "data/08_reporting/recall_bar.png").read_bytes()[:4] == b"\x89PNG"
     (archive,) = (finished / "data/08_reporting/budgets").glob("pairs_00012_*.json")
     archived = json.loads(archive.read_text())

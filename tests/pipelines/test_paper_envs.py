@@ -145,6 +145,10 @@ def test_paper_setup_of_the_environment(env):
         "blip",  # the reference's cleaning
     )
     assert features.device == "auto"
+    # every method runs the paper's distillation settings: the built-in data's per-baseline
+    # outer rates (conf/base baselines.tesla_vl / mtt_vl) must not leak into this scale
+    assert parsed["baselines"].tesla_vl.applied() == {}
+    assert parsed["baselines"].mtt_vl.applied() == {}
     model, experts = parsed["model"], parsed["experts"]
     assert model.image_encoder == "timm:nfnet_l0"
     assert model.pretrained is True

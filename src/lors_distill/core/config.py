@@ -247,9 +247,28 @@ class DistillationParams(_Strict):
         return self
 
 
-class BaselinesParams(_Strict):
-    """``baselines`` section: coresets of the distillation budget (``distillation.num_pairs``)."""
+class OuterOverrides(_Strict):
+    """``baselines.tesla_vl`` / ``baselines.mtt_vl``: the outer-loop settings in which a
+    trajectory baseline departs from ``distillation`` (each method's own, chosen on the
+    validation split). A key left out (or null) takes ``distillation``'s value; budget,
+    iterations, inner loop, initial pairs and expert draws always stay LoRS's."""
 
+    lr_images: float | None = Field(default=None, ge=0.0)
+    lr_texts: float | None = Field(default=None, ge=0.0)
+    lr_lr: float | None = Field(default=None, ge=0.0)
+    momentum: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+    def applied(self) -> dict[str, float]:
+        """The overridden keys with their values (those left to ``distillation`` omitted)."""
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
+class BaselinesParams(_Strict):
+    """``baselines`` section: coresets of the distillation budget (``distillation.num_pairs``)
+    and the trajectory baselines' own outer-loop settings."""
+
+    tesla_vl: OuterOverrides
+    mtt_vl: OuterOverrides
     expert_index: int = Field(ge=0)
     forgetting_epochs: int = Field(ge=1)
     forgetting_batch_size: int = Field(ge=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import platform
 import re
 import sys
 from collections.abc import Iterator
@@ -41,6 +42,17 @@ def seeded_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def describe_machine(device: torch.device) -> str:
+    """Where a number was computed, for the tables that report it: float results depend on the
+    kernels torch picks for this processor (on CPU, its instruction set) and on the thread
+    count, and training amplifies last-bit differences (README "Machines differ")."""
+    if device.type == "cuda":
+        return f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    threads = torch.get_num_threads()
+    return f"torch {torch.__version__}, {platform.machine()} CPU ({capability}), {threads} threads"
 
 
 @contextmanager

@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import DistillationParams, parse_section, to_dataclass
+from lors_distill.core.config import (
+    DistillationParams,
+    OuterOverrides,
+    parse_section,
+    to_dataclass,
+)
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import bf16_supported, resolve_device, tf32_matmuls
 from lors_distill.core.distill import (
@@ -89,6 +94,7 @@ def distill(
     params: dict[str, Any],
     *trajectories: TensorBundle,
     method: str = "lors",
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
     """Learn N synthetic pairs, their similarity and two inner learning rates by matching the
     expert trajectories.
@@ -101,6 +107,8 @@ def distill(
         method: ``lors``, or a baseline that fixes part of the configuration (``tesla_vl``:
             ``S = I`` with TESLA's gradient; ``mtt_vl``: ``S = I`` with the exact gradient; see
             :func:`lors_distill.core.distill.method_settings`).
+        overrides: a baseline's own outer-loop settings (``baselines.<method>``, see
+            :class:`lors_distill.core.config.OuterOverrides`); ``None`` for LoRS.
 
     Returns:
         The distilled set (see :mod:`lors_distill.core.distilled`), its metadata as JSON (also in
@@ -108,7 +116,10 @@ def distill(
         rates, S statistics).
     """
     fixed = method_settings(method, params.get("grad_mode", ""))
-    config = parse_section("distillation", {**params, **fixed})
+    own = OuterOverrides.model_validate(overrides or {}).applied()
+    config = parse_section("distillation", {**params, **own, **fixed})
+    if own:
+        logger.info("%s: own outer-loop settings %s (baselines.%s)", method, own, method)
     recipe, layout = _experts_recipe(trajectories)
     # distillation.temperature changes the inner loop only; the distilled set keeps the experts'
     # recipe, so it is evaluated at the experts' temperature like every other set (as in the
@@ -196,6 +207,21 @@ def distill(
         "tensors": {name: list(t.shape) for name, t in distilled.tensors.items()},
     }
     return distilled, summary, history
+
+
+def distill_baseline(
+    train_images: TensorBundle,
+    train_text_features: TensorBundle,
+    params: dict[str, Any],
+    overrides: dict[str, Any],
+    *trajectories: TensorBundle,
+    method: str,
+) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
+    """:func:`distill` for a trajectory baseline (``tesla_vl``, ``mtt_vl``) with its own
+    outer-loop settings (``params:baselines.<method>``)."""
+    return distill(
+        train_images, train_text_features, params, *trajectories, method=method, overrides=overrides
+    )
 
 
 def report_distillation(

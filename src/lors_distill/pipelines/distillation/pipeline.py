@@ -4,7 +4,11 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
-from lors_distill.pipelines.distillation.nodes import distill, report_distillation
+from lors_distill.pipelines.distillation.nodes import (
+    distill,
+    distill_baseline,
+    report_distillation,
+)
 
 
 def create_pipeline(num_experts: int = 1, method: str = "lors", **kwargs) -> Pipeline:
@@ -12,11 +16,14 @@ def create_pipeline(num_experts: int = 1, method: str = "lors", **kwargs) -> Pip
 
     ``method`` is a trajectory-matching method of :data:`lors_distill.core.distill.METHODS`:
     ``lors`` (the ``distillation`` section as configured) or a baseline that fixes part of it
-    (``tesla_vl``, ``mtt_vl``: the baselines pipeline reuses this pipeline under their names).
+    (``tesla_vl``, ``mtt_vl``: the baselines pipeline reuses this pipeline under their names)
+    and takes its own outer-loop settings from ``baselines.<method>``.
     """
     func = distill
+    own_settings = []  # a baseline's own outer-loop settings, baselines.<method>
     if method != "lors":
-        func = update_wrapper(partial(distill, method=method), distill)
+        func = update_wrapper(partial(distill_baseline, method=method), distill_baseline)
+        own_settings = [f"params:baselines.{method}"]
     return Pipeline(
         [
             Node(
@@ -25,6 +32,7 @@ def create_pipeline(num_experts: int = 1, method: str = "lors", **kwargs) -> Pip
                     "train_images",
                     "train_text_features",
                     "params:distillation",
+                    *own_settings,
                     *(f"expert_{i}.trajectory" for i in range(num_experts)),
                 ],
                 outputs=["distilled_set", "distilled_set_metadata", "distillation_history"],

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle
 from lors_distill.core.config import parse_section, to_dataclass
 from lors_distill.core.data import Normalizer
-from lors_distill.core.device import resolve_device
+from lors_distill.core.device import describe_machine, resolve_device
 from lors_distill.core.distilled import similarity_from_bundle
 from lors_distill.core.evaluate import (
     EvalTrainingConfig,
@@ -173,6 +173,7 @@ def evaluate_set(
         image_encoder=setup.recipe.encoder.name,
         epochs=config.epochs,
         selection=SELECTION,
+        machine=describe_machine(setup.device),
     )
     selected = result.get("val_selected")
     logger.info(
@@ -266,6 +267,7 @@ def evaluate_full_data(
 ) -> dict[str, Any]:
     """The full-data upper bound: every expert after its last epoch, on the test split."""
     runs = []
+    device = torch.device("cpu")
     for trajectory in trajectories:
         model, normalizer = expert_model(trajectory)
         runs.append(
@@ -275,10 +277,12 @@ def evaluate_full_data(
                 test_text_features["embeddings"].float(),
                 test_text_features["image_index"].long(),
                 normalizer,
-                torch.device("cpu"),
+                device,
             )
         )
-    return summarise_runs("full_data", runs, selection="last expert epoch")
+    return summarise_runs(
+        "full_data", runs, selection="last expert epoch", machine=describe_machine(device)
+    )
 
 
 ORDER = (
@@ -366,6 +370,9 @@ def summarise_evaluation(
             )
             + "\n"
         )
+    machines = sorted({r["machine"] for r in done if "machine" in r})
+    if machines:
+        markdown += "\nComputed with " + "; ".join(machines) + ".\n"
     return metrics, markdown, table, _recall_bars(done)
 
 
