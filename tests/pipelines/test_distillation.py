@@ -80,8 +80,7 @@ def test_inner_temperature_stays_out_of_the_evaluation_recipe(experts_project):
 
 def test_a_baseline_takes_its_own_outer_learning_rates(experts_project):
     """The node on in-memory bundles: ``baselines.tesla_vl.lr_images: 0`` freezes TESLA-VL's
-    images at their real initialisation while its texts still move at ``distillation``'s rate;
-    LoRS's section is not touched."""
+    images at their real initialisation while its texts still move at ``distillation``'s rate."""
     project = experts_project
     data = project / "data"
     train_images = load_bundle(data / "02_intermediate/train_images.safetensors")

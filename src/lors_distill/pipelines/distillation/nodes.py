@@ -94,7 +94,6 @@ def distill(
     params: dict[str, Any],
     *trajectories: TensorBundle,
     method: str = "lors",
-    overrides: dict[str, Any] | None = None,
 ) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
     """Learn N synthetic pairs, their similarity and two inner learning rates by matching the
     expert trajectories.
@@ -107,8 +106,6 @@ def distill(
         method: ``lors``, or a baseline that fixes part of the configuration (``tesla_vl``:
             ``S = I`` with TESLA's gradient; ``mtt_vl``: ``S = I`` with the exact gradient; see
             :func:`lors_distill.core.distill.method_settings`).
-        overrides: a baseline's own outer-loop settings (``baselines.<method>``, see
-            :class:`lors_distill.core.config.OuterOverrides`); ``None`` for LoRS.
 
     Returns:
         The distilled set (see :mod:`lors_distill.core.distilled`), its metadata as JSON (also in
@@ -116,10 +113,7 @@ def distill(
         rates, S statistics).
     """
     fixed = method_settings(method, params.get("grad_mode", ""))
-    own = OuterOverrides.model_validate(overrides or {}).applied()
-    config = parse_section("distillation", {**params, **own, **fixed})
-    if own:
-        logger.info("%s: own outer-loop settings %s (baselines.%s)", method, own, method)
+    config = parse_section("distillation", {**params, **fixed})
     recipe, layout = _experts_recipe(trajectories)
     # distillation.temperature changes the inner loop only; the distilled set keeps the experts'
     # recipe, so it is evaluated at the experts' temperature like every other set (as in the
@@ -218,9 +212,13 @@ def distill_baseline(
     method: str,
 ) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
     """:func:`distill` for a trajectory baseline (``tesla_vl``, ``mtt_vl``) with its own
-    outer-loop settings (``params:baselines.<method>``)."""
+    outer-loop settings (``params:baselines.<method>``, see
+    :class:`lors_distill.core.config.OuterOverrides`) in place of ``distillation``'s."""
+    own = OuterOverrides.model_validate(overrides).applied()
+    if own:
+        logger.info("%s: own outer-loop settings %s (baselines.%s)", method, own, method)
     return distill(
-        train_images, train_text_features, params, *trajectories, method=method, overrides=overrides
+        train_images, train_text_features, {**params, **own}, *trajectories, method=method
     )
 
 
