@@ -114,16 +114,23 @@ def test_registry_backed_names_fail_naming_the_key_and_the_choices():
         parse_section("experts", {**params["experts"], "augment": augment})
 
 
-def test_baseline_overrides_take_only_outer_loop_keys():
-    """``baselines.<method>`` may change a baseline's outer-loop settings, nothing that would
-    give it another budget or inner loop than LoRS's."""
+def test_baseline_overrides_take_only_outer_rates_and_the_expert_window():
+    """``baselines.<method>`` may change a baseline's outer-loop rates and the part of the
+    expert trajectories it matches, nothing that would give it another budget, iteration count
+    or inner loop than LoRS's."""
     params = base_params()
-    params["baselines"]["mtt_vl"] = {"lr_images": 100.0, "momentum": 0.9}
+    params["baselines"]["mtt_vl"] = {"lr_images": 100.0, "momentum": 0.9, "expert_epochs": 2}
     params["baselines"]["tesla_vl"] = {}
     parsed = validate_parameters(params)["baselines"]
-    assert parsed.mtt_vl.applied() == {"lr_images": 100.0, "momentum": 0.9}
+    assert parsed.mtt_vl.applied() == {"lr_images": 100.0, "momentum": 0.9, "expert_epochs": 2}
     assert parsed.tesla_vl.applied() == {}
-    for key, value in [("iterations", 500), ("lr_sim", 1.0), ("num_pairs", 10)]:
+    for key, value in [
+        ("iterations", 500),
+        ("lr_sim", 1.0),
+        ("num_pairs", 10),
+        ("syn_steps", 4),
+        ("mini_batch_size", 50),
+    ]:
         params = base_params()
         params["baselines"]["tesla_vl"] = {key: value}
         with pytest.raises(ParameterError, match=rf"baselines\.tesla_vl\.{key}"):
@@ -132,6 +139,30 @@ def test_baseline_overrides_take_only_outer_loop_keys():
     params["baselines"]["tesla_vl"] = {"lr_texts": -1.0}
     with pytest.raises(ParameterError, match=r"baselines\.tesla_vl\.lr_texts"):
         validate_parameters(params)
+
+
+def test_an_expert_window_beyond_the_experts_snapshots_fails_at_start():
+    """Matching from start epoch ``max_start_epoch - 1`` for ``expert_epochs`` needs that many
+    expert snapshots, for LoRS and for a baseline with its own window; both are named."""
+    params = base_params()
+    epochs = params["experts"]["epochs"]
+    params["baselines"]["mtt_vl"] = {"max_start_epoch": epochs, "expert_epochs": 2}
+    with pytest.raises(ParameterError, match=r"baselines\.mtt_vl: max_start_epoch") as caught:
+        validate_parameters(params)
+    assert f"exceeds experts.epochs ({epochs})" in str(caught.value)
+    assert "distillation:" not in str(caught.value)
+    params = base_params()
+    params["distillation"]["max_start_epoch"] = epochs + 1
+    params["baselines"]["tesla_vl"] = {}
+    with pytest.raises(ParameterError) as caught:
+        validate_parameters(params)
+    message = str(caught.value)
+    assert "distillation: max_start_epoch" in message
+    # a baseline that takes distillation's window is named with it
+    assert "baselines.tesla_vl: max_start_epoch" in message
+    params = base_params()
+    params["baselines"]["mtt_vl"] = {"max_start_epoch": epochs, "expert_epochs": 1}
+    validate_parameters(params)  # the last snapshot exactly
 
 
 def test_the_flickr8k_environment_gives_every_method_its_own_distillation_settings():

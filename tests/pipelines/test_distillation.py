@@ -78,9 +78,10 @@ def test_inner_temperature_stays_out_of_the_evaluation_recipe(experts_project):
     assert distilled.metadata["model"]["temperature"] == pytest.approx(0.07)
 
 
-def test_a_baseline_takes_its_own_outer_learning_rates(experts_project):
+def test_a_baseline_takes_its_own_settings(experts_project):
     """The node on in-memory bundles: ``baselines.tesla_vl.lr_images: 0`` freezes TESLA-VL's
-    images at their real initialisation while its texts still move at ``distillation``'s rate."""
+    images at their real initialisation while its texts still move at ``distillation``'s rate;
+    its own ``expert_epochs`` is the one it matches."""
     project = experts_project
     data = project / "data"
     train_images = load_bundle(data / "02_intermediate/train_images.safetensors")
@@ -91,9 +92,16 @@ def test_a_baseline_takes_its_own_outer_learning_rates(experts_project):
     ]
     params = base_params("test")["distillation"]
     params["checkpoint_dir"] = str(project / "checkpoints")
+    params["expert_epochs"] = 1
     distilled, summary, _ = distill_baseline(
-        train_images, features, params, {"lr_images": 0.0}, *trajectories, method="tesla_vl"
+        train_images,
+        features,
+        params,
+        {"lr_images": 0.0, "expert_epochs": 2},
+        *trajectories,
+        method="tesla_vl",
     )
+    assert summary["config"]["expert_epochs"] == 2
     assert summary["config"]["lr_images"] == 0.0
     assert summary["config"]["lr_texts"] == params["lr_texts"]
     assert summary["config"]["sim_type"] == "identity"

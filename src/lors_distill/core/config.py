@@ -247,28 +247,31 @@ class DistillationParams(_Strict):
         return self
 
 
-class OuterOverrides(_Strict):
-    """``baselines.tesla_vl`` / ``baselines.mtt_vl``: the outer-loop settings in which a
-    trajectory baseline departs from ``distillation`` (each method's own, chosen on the
-    validation split). A key left out (or null) takes ``distillation``'s value; budget,
-    iterations, inner loop, initial pairs and expert draws always stay LoRS's."""
+class BaselineOverrides(_Strict):
+    """``baselines.tesla_vl`` / ``baselines.mtt_vl``: the settings in which a trajectory
+    baseline departs from ``distillation`` (each method's own, chosen on the validation split):
+    its outer-loop rates and the part of the expert trajectories it matches. A key left out (or
+    null) takes ``distillation``'s value; budget, iterations, the inner loop (``syn_steps``,
+    mini-batch), initial pairs and the seed of the expert draws always stay LoRS's."""
 
     lr_images: float | None = Field(default=None, ge=0.0)
     lr_texts: float | None = Field(default=None, ge=0.0)
     lr_lr: float | None = Field(default=None, ge=0.0)
     momentum: float | None = Field(default=None, ge=0.0, lt=1.0)
+    max_start_epoch: int | None = Field(default=None, ge=1)
+    expert_epochs: int | None = Field(default=None, ge=1)
 
-    def applied(self) -> dict[str, float]:
+    def applied(self) -> dict[str, float | int]:
         """The overridden keys with their values (those left to ``distillation`` omitted)."""
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 
 class BaselinesParams(_Strict):
     """``baselines`` section: coresets of the distillation budget (``distillation.num_pairs``)
-    and the trajectory baselines' own outer-loop settings."""
+    and the trajectory baselines' own settings (:class:`BaselineOverrides`)."""
 
-    tesla_vl: OuterOverrides
-    mtt_vl: OuterOverrides
+    tesla_vl: BaselineOverrides
+    mtt_vl: BaselineOverrides
     expert_index: int = Field(ge=0)
     forgetting_epochs: int = Field(ge=1)
     forgetting_batch_size: int = Field(ge=2)
@@ -413,6 +416,23 @@ def _cross_section_problems(parsed: dict[str, Any]) -> list[str]:
             problems.append(
                 f"{section}.{key} ({getattr(parsed[section], key)}) must be below "
                 f"experts.num_experts ({experts.num_experts}): experts are numbered from 0"
+            )
+    distillation = parsed.get("distillation")
+    if distillation is None:
+        return problems
+    windows = {"distillation": (distillation.max_start_epoch, distillation.expert_epochs)}
+    if "baselines" in parsed:
+        for method in ("tesla_vl", "mtt_vl"):
+            own = getattr(parsed["baselines"], method)
+            windows[f"baselines.{method}"] = (
+                own.max_start_epoch or distillation.max_start_epoch,
+                own.expert_epochs or distillation.expert_epochs,
+            )
+    for name, (start, span) in windows.items():
+        if start - 1 + span > experts.epochs:
+            problems.append(
+                f"{name}: max_start_epoch - 1 + expert_epochs ({start} - 1 + {span}) exceeds "
+                f"experts.epochs ({experts.epochs}): the experts have snapshots 0..{experts.epochs}"
             )
     return problems
 

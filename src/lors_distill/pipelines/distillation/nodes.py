@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import (
+    BaselineOverrides,
     DistillationParams,
-    OuterOverrides,
     parse_section,
     to_dataclass,
 )
@@ -212,11 +212,11 @@ def distill_baseline(
     method: str,
 ) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
     """:func:`distill` for a trajectory baseline (``tesla_vl``, ``mtt_vl``) with its own
-    outer-loop settings (``params:baselines.<method>``, see
-    :class:`lors_distill.core.config.OuterOverrides`) in place of ``distillation``'s."""
-    own = OuterOverrides.model_validate(overrides).applied()
+    settings (``params:baselines.<method>``: outer rates, expert window; see
+    :class:`lors_distill.core.config.BaselineOverrides`) in place of ``distillation``'s."""
+    own = BaselineOverrides.model_validate(overrides).applied()
     if own:
-        logger.info("%s: own outer-loop settings %s (baselines.%s)", method, own, method)
+        logger.info("%s: own settings %s (baselines.%s)", method, own, method)
     return distill(
         train_images, train_text_features, {**params, **own}, *trajectories, method=method
     )
