@@ -522,7 +522,12 @@ def test_methods_are_presets_of_the_gradient_and_the_similarity():
         "sim_type": "identity",
         "grad_mode": "tesla_one_graph",
     }
-    assert method_settings("tesla_vl", "full") == {"sim_type": "identity", "grad_mode": "tesla"}
+    assert method_settings("tesla_vl", "tesla") == {"sim_type": "identity", "grad_mode": "tesla"}
+    # LoRS with the exact gradient leaves TESLA-VL on TESLA's (one-graph) gradient
+    assert method_settings("tesla_vl", "full") == {
+        "sim_type": "identity",
+        "grad_mode": "tesla_one_graph",
+    }
     assert method_settings("mtt_vl", "tesla") == {"sim_type": "identity", "grad_mode": "full"}
     with pytest.raises(ValueError, match="unknown trajectory-matching method 'dm'"):
         method_settings("dm", "tesla")

@@ -187,6 +187,10 @@ def test_baseline_sets_are_what_they_claim(finished):
             match = (features["embeddings"] == row).all(dim=1).nonzero().flatten()
             assert image in features["image_index"][match].tolist()  # one of its own captions
         assert torch.equal(similarity_from_bundle(coreset).matrix(), torch.eye(12))
+    # LoRS takes the configured (exact) gradient; TESLA-VL stays on TESLA's under it
+    lors = load_bundle(finished / "data/07_model_output/distilled_set.safetensors")
+    assert lors.metadata["config"]["grad_mode"] == "full"
+    assert lors.metadata["sim_type"] == "lowrank"
     for method, grad_mode in [("tesla_vl", "tesla_one_graph"), ("mtt_vl", "full")]:
         path = f"data/07_model_output/{method}_distilled_set.safetensors"
         baseline = load_bundle(finished / path)

@@ -59,9 +59,10 @@ FIRST_ORDER = ("tesla", "tesla_one_graph")
 def method_settings(method: str, grad_mode: str) -> dict[str, str]:
     """The settings that define a trajectory-matching method (PAPER.md sections 3 and 5).
 
-    * ``lors``: the configuration as it is (learned similarity; TESLA gradient by default);
+    * ``lors``: the configuration as it is (learned similarity, the configured gradient);
     * ``tesla_vl``: ``S = I`` fixed, TESLA's first-order gradient (in the configured variant,
-      ``tesla`` or ``tesla_one_graph``: the same gradient);
+      ``tesla`` or ``tesla_one_graph``: the same gradient; under ``full``, whose memory grows
+      with ``syn_steps`` anyway, the faster ``tesla_one_graph``);
     * ``mtt_vl``: ``S = I`` fixed, the exact gradient through the unrolled inner loop.
 
     Args:
@@ -72,7 +73,7 @@ def method_settings(method: str, grad_mode: str) -> dict[str, str]:
     if method == "tesla_vl":
         return {
             "sim_type": "identity",
-            "grad_mode": grad_mode if grad_mode in FIRST_ORDER else "tesla",
+            "grad_mode": grad_mode if grad_mode in FIRST_ORDER else "tesla_one_graph",
         }
     if method == "mtt_vl":
         return {"sim_type": "identity", "grad_mode": "full"}
