@@ -1,8 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from lors_distill.core.models import (
+    AvgPool2x2,
     ConvNet,
     ConvNetConfig,
     DualEncoder,
@@ -146,3 +148,65 @@ def test_pixel_normalization_choices():
     assert PIXEL_STATISTICS["clip"][0] == (0.48145466, 0.4578275, 0.40821073)
     with pytest.raises(ValueError, match="unknown pixel normalization 'cifar'"):
         pixel_normalization("cifar", "convnet", module, images)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(7, 5, 32, 32), (3, 4, 16, 8), (2, 3, 2, 2)])
+def test_avg_pool_2x2_is_bit_identical_to_avg_pool2d(shape, dtype):
+    # values, gradient and the gradient of the gradient (distillation differentiates through
+    # the inner steps) all equal PyTorch's kernels exactly, not just to a tolerance
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, dtype=dtype, generator=g)
+    out_grad = torch.randn(
+        shape[0], shape[1], shape[2] // 2, shape[3] // 2, dtype=dtype, generator=g
+    )
+    outer = torch.randn(shape, dtype=dtype, generator=g)
+    results = []
+    for pool in (AvgPool2x2(), lambda t: F.avg_pool2d(t, kernel_size=2, stride=2)):
+        xs = x.clone().requires_grad_(True)
+        v = out_grad.clone().requires_grad_(True)
+        y = pool(xs)
+        (grad_x,) = torch.autograd.grad(y, xs, v, create_graph=True)
+        grad_v, grad_x2 = torch.autograd.grad((grad_x * outer).sum(), (v, xs), allow_unused=True)
+        with torch.no_grad():
+            plain = pool(x)
+        results.append((y.detach(), plain, grad_x.detach(), grad_v))
+        # the pool is linear: no second-order term in x (PyTorch returns zeros, ours nothing)
+        assert grad_x2 is None or not grad_x2.any()
+    for mine, reference in zip(*results, strict=True):
+        assert mine.dtype == reference.dtype
+        assert mine.shape == reference.shape
+        assert torch.equal(mine, reference)
+    assert not torch.equal(results[0][3], torch.zeros_like(results[0][3]))
+
+
+def test_avg_pool_2x2_falls_back_where_the_strided_path_does_not_apply():
+    pool = AvgPool2x2()
+    odd = torch.randn(2, 3, 5, 6)  # odd height: avg_pool2d floors it
+    assert torch.equal(pool(odd), F.avg_pool2d(odd, 2, 2))
+    transposed = torch.randn(2, 3, 8, 8).transpose(2, 3)  # not contiguous
+    assert torch.equal(pool(transposed), F.avg_pool2d(transposed, 2, 2))
+    half = torch.randn(2, 3, 8, 8).bfloat16()
+    assert torch.equal(pool(half), F.avg_pool2d(half, 2, 2))
+
+
+def test_convnet_pool_matches_nn_avg_pool_in_outputs_and_gradients():
+    config = ConvNetConfig(width=8, depth=3, norm="instancenorm")
+    torch.manual_seed(0)
+    mine = ConvNet(config, 32)
+    reference = ConvNet(config, 32)
+    reference.load_state_dict(mine.state_dict())  # no pool state: the same keys either way
+    for i, layer in enumerate(reference.features):
+        if isinstance(layer, AvgPool2x2):
+            reference.features[i] = torch.nn.AvgPool2d(kernel_size=2, stride=2)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for net in (mine, reference):
+        pixels = images.clone().requires_grad_(True)
+        out = net(pixels)
+        grads.append(
+            (out.detach(), *torch.autograd.grad(out.square().sum(), [pixels, *net.parameters()]))
+        )
+    assert sum(isinstance(m, AvgPool2x2) for m in mine.modules()) == 3
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)

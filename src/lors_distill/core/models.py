@@ -41,6 +41,83 @@ def _norm_layer(norm: str, channels: int, size: int) -> nn.Module:
     raise ValueError(f"unknown convnet norm {norm!r}: use instancenorm, layernorm or none")
 
 
+def _pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pool with stride 2 of an even-sized NCHW tensor, summed in the order of
+    PyTorch's CPU kernel (row by row, then divided by 4), so the result is bit-identical."""
+    n, c, h, w = x.shape
+    window = x.view(n, c, h // 2, 2, w // 2, 2)
+    out = window[:, :, :, 0, :, 0] + window[:, :, :, 0, :, 1]
+    out += window[:, :, :, 1, :, 0]
+    out += window[:, :, :, 1, :, 1]
+    return out.mul_(0.25)
+
+
+def _unpool_2x2(grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of :func:`_pool_2x2`: each output's gradient / 4 copied to its 4 inputs
+    (what ``avg_pool2d_backward`` computes, bit for bit)."""
+    n, c, h, w = grad.shape
+    quarter = grad * 0.25
+    out = quarter.new_empty(n, c, h, 2, w, 2)
+    for row in (0, 1):
+        for col in (0, 1):
+            out[:, :, :, row, :, col] = quarter
+    return out.view(n, c, 2 * h, 2 * w)
+
+
+class _Pool2x2(torch.autograd.Function):
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return _pool_2x2(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _Unpool2x2.apply(grad)
+
+
+class _Unpool2x2(torch.autograd.Function):
+    # its own gradient is the pool again, as for avg_pool2d_backward (distillation differentiates
+    # through the inner gradient steps)
+    @staticmethod
+    def forward(grad: torch.Tensor) -> torch.Tensor:
+        return _unpool_2x2(grad)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _Pool2x2.apply(grad)
+
+
+class AvgPool2x2(nn.Module):
+    """``nn.AvgPool2d(2, 2)`` on even-sized inputs, with the same values bit for bit.
+
+    On CPU (float32/float64, contiguous NCHW) it computes the pool and its gradient with strided
+    element-wise ops: PyTorch's CPU kernels take 2-4x longer at the ConvNet's shapes, and the
+    pool was about a quarter of an evaluation training step at the built-in shape
+    (``benchmarks/pool.py``). Elsewhere it calls ``F.avg_pool2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type != "cpu"
+            or x.dtype not in (torch.float32, torch.float64)
+            or x.dim() != 4
+            or x.shape[-1] % 2
+            or x.shape[-2] % 2
+            or not x.is_contiguous()
+        ):
+            return F.avg_pool2d(x, kernel_size=2, stride=2)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _Pool2x2.apply(x)
+        return _pool_2x2(x)
+
+
 class ConvNet(nn.Module):
     """``depth`` x (conv3x3 -> norm -> ReLU -> avgpool2), flattened.
 
@@ -60,7 +137,7 @@ class ConvNet(nn.Module):
                 nn.Conv2d(channels, config.width, kernel_size=3, padding=1),
                 _norm_layer(config.norm, config.width, size),
                 nn.ReLU(inplace=True),
-                nn.AvgPool2d(kernel_size=2, stride=2),
+                AvgPool2x2(),
             ]
             channels, size = config.width, size // 2
         self.features = nn.Sequential(*layers)
