@@ -11,8 +11,9 @@ This times, at the built-in shape on random data, what the built-in run spends i
 - one expert epoch over 2,560 images (crop + flip).
 
 Each variant runs in a fresh child process (the allocator is per process), alternating
-default / tuned for ``--rounds`` rounds; the medians, their ratio and the final losses (equal
-when the tuning changes only speed) are printed:
+default / tuned for ``--rounds`` rounds; the medians, their ratio and the results (final losses,
+recall and SHA-256 hashes of the trained parameters, the distilled images and the expert
+trajectory: equal when the tuning changes only speed) are printed:
 
     python benchmarks/allocator.py              # 3 rounds
     python benchmarks/allocator.py --rounds 5 --json
@@ -21,6 +22,7 @@ when the tuning changes only speed) are printed:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -38,8 +40,13 @@ VARIANTS = ("default", "tuned")
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmarks, imported lazily
 
 
-def _workload() -> dict:
-    """The timed work of one child process: seconds per part, and values to compare."""
+def _sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _workload(grad_mode: str = "tesla_one_graph") -> dict:
+    """The timed work of one child process: seconds per part, and values to compare
+    (``grad_mode``: the distillation's gradient)."""
     import distill_step
     from expert_throughput import one_epoch_config, split
 
@@ -82,7 +89,7 @@ def _workload() -> dict:
         scores = evaluate_model(model, test_images, test_text, caption_image, normalizer, cpu)
     seconds["evaluation_scoring_x3"] = time.perf_counter() - begin
 
-    distiller, _ = distill_step.build(distill_step.CASES["builtin"], cpu, 8, "tesla_one_graph")
+    distiller, _ = distill_step.build(distill_step.CASES["builtin"], cpu, 8, grad_mode)
     distiller.step()  # warm-up
     begin = time.perf_counter()
     for _ in range(6):
@@ -93,14 +100,21 @@ def _workload() -> dict:
     val = split(64, 32, 384, generator)
     expert_config = one_epoch_config(rand_augment=False, mixed_precision=False)
     begin = time.perf_counter()
-    train_expert(recipe.build(0), train, val, expert_config, normalizer, seed=0, device=cpu)
+    expert = train_expert(
+        recipe.build(0), train, val, expert_config, normalizer, seed=0, device=cpu
+    )
     seconds["expert_epoch"] = time.perf_counter() - begin
     return {
         "seconds": seconds,
         "values": {
             "evaluation_last_loss": losses[-1],
             "evaluation_mean_recall": scores["mean_recall"],
+            "evaluation_parameters_sha256": _sha256(
+                torch.cat([p.flatten() for p in model.parameters()])
+            ),
             "distillation_last_loss": distill_loss,
+            "distilled_images_sha256": _sha256(distiller.syn.images),
+            "expert_trajectory_sha256": _sha256(expert.trajectory),
         },
     }
 
@@ -113,9 +127,65 @@ def _child(variant: str) -> None:
     print(json.dumps({"variant": variant, "tuned": tuned, **result}))
 
 
-def main() -> None:
+def run_rounds(script: str, variants: tuple[str, ...], rounds: int) -> dict[str, list[dict]]:
+    """``script --child <variant>`` in a fresh process per run, alternating the variants for
+    ``rounds`` rounds (the tuned allocator switched on in every child that asks for it)."""
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    env = {**os.environ, "LORS_KEEP_FREED_MEMORY": "1"}
+    for _ in range(rounds):
+        for variant in variants:
+            out = subprocess.run(
+                [sys.executable, script, "--child", variant],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def report(runs: dict[str, list[dict]], as_json: bool) -> None:
+    """Medians per part, the speed-up of the second variant over the first, and whether every
+    run of every variant gave the same values; a Markdown table or one JSON object."""
     import distill_step
 
+    base, other = list(runs)
+    parts = list(runs[base][0]["seconds"])
+    median = {
+        v: {p: statistics.median(r["seconds"][p] for r in rs) for p in parts}
+        for v, rs in runs.items()
+    }
+    summary = {
+        "median_seconds": {v: {p: round(s, 3) for p, s in m.items()} for v, m in median.items()},
+        "speedup": {p: round(median[base][p] / median[other][p], 2) for p in parts},
+        "values_equal": all(
+            r["values"] == runs[base][0]["values"] for rs in runs.values() for r in rs
+        ),
+        "values": runs[base][0]["values"],
+        "rounds": len(runs[base]),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "commit": distill_step.git_commit(),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"| part | {base} (s) | {other} (s) | speedup |  (median of {summary['rounds']})")
+    print("|---|---|---|---|")
+    for part in parts:
+        print(
+            f"| {part} | {median[base][part]:.2f} | {median[other][part]:.2f} "
+            f"| {summary['speedup'][part]}x |"
+        )
+    print(
+        f"same losses, recall and hashes in every run: {summary['values_equal']} "
+        f"(commit {summary['commit']}, {summary['cpu_threads']} threads, torch {summary['torch']})"
+    )
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
@@ -124,49 +194,10 @@ def main() -> None:
     if args.child:
         _child(args.child)
         return
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    env = {**os.environ, "LORS_KEEP_FREED_MEMORY": "1"}
-    for _ in range(args.rounds):
-        for variant in VARIANTS:
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", variant],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            )
-            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs = run_rounds(__file__, VARIANTS, args.rounds)
     if not runs["tuned"][0]["tuned"]:
         sys.exit("the allocator could not be tuned here (not glibc?): nothing to compare")
-    parts = list(runs["default"][0]["seconds"])
-    median = {
-        v: {p: statistics.median(r["seconds"][p] for r in runs[v]) for p in parts} for v in VARIANTS
-    }
-    report = {
-        "median_seconds": {v: {p: round(s, 3) for p, s in m.items()} for v, m in median.items()},
-        "speedup": {p: round(median["default"][p] / median["tuned"][p], 2) for p in parts},
-        "values_equal": all(
-            r["values"] == runs["default"][0]["values"] for v in VARIANTS for r in runs[v]
-        ),
-        "values": runs["default"][0]["values"],
-        "rounds": args.rounds,
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "commit": distill_step.git_commit(),
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
-    print(f"| part | default allocator (s) | tuned (s) | speedup |  (median of {args.rounds})")
-    print("|---|---|---|---|")
-    for part in parts:
-        d, t = median["default"][part], median["tuned"][part]
-        print(f"| {part} | {d:.2f} | {t:.2f} | {report['speedup'][part]}x |")
-    print(
-        f"same losses and recall in every run: {report['values_equal']} "
-        f"(commit {report['commit']}, {report['cpu_threads']} threads, torch {report['torch']})"
-    )
+    report(runs, args.json)
 
 
 if __name__ == "__main__":

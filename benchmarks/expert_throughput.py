@@ -36,7 +36,8 @@ CASES = {
 def split(images: int, size: int, text_dim: int, generator: torch.Generator) -> ImageTextSplit:
     pixels = torch.randint(0, 256, (images, 3, size, size), dtype=torch.uint8, generator=generator)
     captions = torch.arange(images).repeat_interleave(5)
-    return ImageTextSplit(pixels, torch.randn(captions.numel(), text_dim), captions)
+    text = torch.randn(captions.numel(), text_dim, generator=generator)
+    return ImageTextSplit(pixels, text, captions)
 
 
 def one_epoch_config(rand_augment: bool, mixed_precision: bool) -> ExpertTrainingConfig:
