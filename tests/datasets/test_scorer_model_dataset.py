@@ -43,6 +43,7 @@ def test_scorer_reproduces_the_models_retrieval():
 def test_dataset_logs_a_pt2_model_that_loads_back_and_scores(tmp_path, monkeypatch):
     # MLflow refuses any pickle payload with this set: the model must load without one
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    monkeypatch.chdir(tmp_path)  # a sqlite store puts artifacts in ./mlruns: keep them here
     model = RECIPE.build(seed=5)
     bundle = scorer_bundle(model, RECIPE, NORMALIZER, method="lors", seed=5)
     dataset = ScorerModelDataset(
