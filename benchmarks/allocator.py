@@ -185,19 +185,31 @@ def report(runs: dict[str, list[dict]], as_json: bool) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def side_by_side(doc: str, script: str, variants: tuple[str, ...], child, check=None) -> None:
+    """The command line of a side-by-side benchmark: ``--child <variant>`` runs ``child`` (one
+    timed workload, a JSON line), otherwise ``--rounds`` alternating rounds are reported after
+    ``check(runs)`` (which may exit with a reason)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=variants, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child)
+        child(args.child)
         return
-    runs = run_rounds(__file__, VARIANTS, args.rounds)
+    runs = run_rounds(script, variants, args.rounds)
+    if check is not None:
+        check(runs)
+    report(runs, args.json)
+
+
+def _check_tuned(runs: dict[str, list[dict]]) -> None:
     if not runs["tuned"][0]["tuned"]:
         sys.exit("the allocator could not be tuned here (not glibc?): nothing to compare")
-    report(runs, args.json)
+
+
+def main() -> None:
+    side_by_side(__doc__, __file__, VARIANTS, _child, _check_tuned)
 
 
 if __name__ == "__main__":

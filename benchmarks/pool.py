@@ -17,7 +17,6 @@ identical:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -42,17 +41,9 @@ def _child(variant: str) -> None:
 
 
 def main() -> None:
-    from allocator import report, run_rounds
+    from allocator import side_by_side
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        _child(args.child)
-        return
-    report(run_rounds(__file__, VARIANTS, args.rounds), args.json)
+    side_by_side(__doc__, __file__, VARIANTS, _child)
 
 
 if __name__ == "__main__":
