@@ -25,6 +25,7 @@ after --warmup; on CUDA the device is synchronised before each clock read.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import resource
@@ -197,7 +198,35 @@ def main() -> None:
                 if device.type == "cpu" and not args.in_process:
                     _child(args, name, path, mode)
                 else:
-                    print(json.dumps(measure(name, device, args, path, mode)), flush=True)
+                    print(json.dumps(_measure_or_oom(name, device, args, path, mode)), flush=True)
+
+
+def _measure_or_oom(name: str, device: torch.device, args, path: str, mode: str) -> dict:
+    """``measure``, or a line saying the case ran out of GPU memory (the next case still runs)."""
+    try:
+        return measure(name, device, args, path, mode)
+    except torch.OutOfMemoryError as error:
+        if device.type != "cuda":
+            raise
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        total = torch.cuda.get_device_properties(device).total_memory / 2**30
+        first_line = str(error).splitlines()[0] if str(error) else "CUDA out of memory"
+        return {
+            "case": name,
+            "path": path,
+            "device": device.type,
+            "grad_mode": mode,
+            "syn_steps": args.syn_steps,
+            "error": "out of memory",
+            "peak_gpu_gib_before_failure": round(peak, 3),
+            "gpu_total_gib": round(total, 1),
+            "detail": first_line[:200],
+            "commit": git_commit(),
+        }
+    finally:
+        if device.type == "cuda":
+            gc.collect()  # the failed case's tensors, before the next case allocates
+            torch.cuda.empty_cache()
 
 
 def _child(args, name: str, path: str, mode: str) -> None:
