@@ -87,7 +87,7 @@ def build(
     )
     model = recipe.build(seed=0).to(device).train()
     layout = ParameterLayout.of(model)
-    start = flatten_parameters(model)
+    start = flatten_parameters(model).detach().cpu()  # trajectories are drawn on the CPU
     generator = torch.Generator().manual_seed(0)
     trajectories = [
         start + 0.01 * torch.randn(3, layout.size, generator=generator).cumsum(0)
