@@ -6,7 +6,8 @@
 #
 # Order: a smoke run of all three gradients at the built-in shape on CUDA, then the paper's
 # Flickr30k shapes (TESLA's gradient first, the reference's own numbers being for it), expert
-# throughput, then the exact (MTT-VL) gradient at paper scale.
+# throughput, the exact (MTT-VL) gradient at paper scale, and how far the gradients of the modes
+# and paths are apart there (gradient_agreement.py).
 set -u
 out="${1:-benchmarks/out}"
 mkdir -p "$out"
@@ -30,3 +31,4 @@ step 60 "$py" benchmarks/expert_throughput.py --case paper --device cuda --image
   --mixed-precision
 step 150 "$py" benchmarks/distill_step.py --cases paper99,paper499 --device cuda \
   --paths fp32,fast --grad-modes full --warmup 1 --repeat 2
+step 120 "$py" benchmarks/gradient_agreement.py --case paper99 --device cuda
