@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from lors_distill.core.artifacts import expert_model, image_text_split
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import parse_section
 from lors_distill.core.coresets import (
@@ -19,24 +20,10 @@ from lors_distill.core.coresets import (
     select_k_center,
     select_random,
 )
-from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
-from lors_distill.core.flat import load_flat
-from lors_distill.core.models import DualEncoder, ModelRecipe
 from lors_distill.core.seeding import derive_seed
-from lors_distill.pipelines.experts.nodes import make_split
 
 logger = logging.getLogger(__name__)
-
-
-def expert_model(trajectory: TensorBundle, snapshot: int = -1) -> tuple[DualEncoder, Normalizer]:
-    """The expert's model at ``snapshot`` (default: the end of training) and its normaliser."""
-    model = ModelRecipe.from_json(trajectory.metadata["model"]).build(seed=0)
-    load_flat(model, trajectory["trajectory"][snapshot])
-    normalizer = Normalizer(
-        tuple(trajectory["image_mean"].tolist()), tuple(trajectory["image_std"].tolist())
-    )
-    return model, normalizer
 
 
 def coreset_bundle(
@@ -91,7 +78,7 @@ def select_coresets(
             "experts exist"
         )
     trajectory = trajectories[config.expert_index]
-    split = make_split(train_images, train_text_features)
+    split = image_text_split(train_images, train_text_features)
     device = resolve_device(config.device)
     results = []
     for method in ("random", "herding", "k_center", "forgetting"):

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from lors_distill.core.artifacts import expert_model
 from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle
 from lors_distill.core.config import parse_section, to_dataclass
 from lors_distill.core.data import Normalizer
@@ -30,7 +31,6 @@ from lors_distill.core.retrieval import evaluate_model
 from lors_distill.core.scorer import scorer_bundle
 from lors_distill.core.seeding import derive_seed
 from lors_distill.core.similarity import IdentitySimilarity
-from lors_distill.pipelines.baselines.nodes import expert_model
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from lors_distill.core.artifacts import image_text_split
 from lors_distill.core.augment import AugmentConfig
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import ExpertsParams, ModelParams, parse_section, to_dataclass
-from lors_distill.core.data import ImageTextSplit, Normalizer
+from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.experts import ExpertTrainingConfig, train_expert
 from lors_distill.core.flat import ParameterLayout
@@ -26,15 +27,6 @@ from lors_distill.core.seeding import derive_seed
 from lors_distill.provenance import TRAINING_INPUTS, trajectory_settings
 
 logger = logging.getLogger(__name__)
-
-
-def make_split(images: TensorBundle, features: TensorBundle) -> ImageTextSplit:
-    """Join an image bundle and its caption-feature bundle into one split."""
-    return ImageTextSplit(
-        images=images["images"],
-        text=features["embeddings"].float(),
-        caption_image=features["image_index"].long(),
-    )
 
 
 def model_recipe(model: ModelParams, image_size: int, text_dim: int) -> ModelRecipe:
@@ -76,8 +68,8 @@ def train_one_expert(
         raise ValueError(
             f"expert {index} requested but experts.num_experts is {experts_cfg.num_experts}"
         )
-    train = make_split(train_images, train_text_features)
-    val = make_split(val_images, val_text_features)
+    train = image_text_split(train_images, train_text_features)
+    val = image_text_split(val_images, val_text_features)
     recipe = model_recipe(model_cfg, train.images.shape[-1], train.text.shape[1])
     seed = derive_seed(experts_cfg.seed, index)
     model = recipe.build(seed)

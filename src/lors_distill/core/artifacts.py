@@ -1,0 +1,31 @@
+"""Core objects from the pipeline's stored artifacts (``TensorBundle``s on disk).
+
+Shared by the pipelines that read the same artifacts (experts, baselines, evaluation), so that no
+pipeline imports another's nodes.
+"""
+
+from __future__ import annotations
+
+from lors_distill.core.bundle import TensorBundle
+from lors_distill.core.data import ImageTextSplit, Normalizer
+from lors_distill.core.flat import load_flat
+from lors_distill.core.models import DualEncoder, ModelRecipe
+
+
+def image_text_split(images: TensorBundle, features: TensorBundle) -> ImageTextSplit:
+    """Join an image bundle and its caption-feature bundle into one split."""
+    return ImageTextSplit(
+        images=images["images"],
+        text=features["embeddings"].float(),
+        caption_image=features["image_index"].long(),
+    )
+
+
+def expert_model(trajectory: TensorBundle, snapshot: int = -1) -> tuple[DualEncoder, Normalizer]:
+    """The expert's model at ``snapshot`` (default: the end of training) and its normaliser."""
+    model = ModelRecipe.from_json(trajectory.metadata["model"]).build(seed=0)
+    load_flat(model, trajectory["trajectory"][snapshot])
+    normalizer = Normalizer(
+        tuple(trajectory["image_mean"].tolist()), tuple(trajectory["image_std"].tolist())
+    )
+    return model, normalizer
