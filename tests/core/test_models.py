@@ -210,3 +210,61 @@ def test_convnet_pool_matches_nn_avg_pool_in_outputs_and_gradients():
     assert sum(isinstance(m, AvgPool2x2) for m in mine.modules()) == 3
     for a, b in zip(*grads, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.fixture
+def registered_encoder():
+    """A user's image-encoder family, registered for one test and removed after it."""
+    from lors_distill.core import models
+
+    def build(spec, argument):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(int(argument))), int(
+            argument
+        )
+
+    def statistics(module, train_images):
+        return (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)
+
+    models.register_image_encoder("linear", usage="linear:<width>", normalization=statistics)(build)
+    yield "linear"
+    del models._REGISTRY["linear"]
+
+
+def test_a_registered_encoder_validates_builds_and_states_its_normalization(registered_encoder):
+    from lors_distill.core.config import parse_section
+    from lors_distill.core.models import check_image_encoder_name, pixel_normalization
+    from tests.params import base_params
+
+    model = base_params()["model"]
+    model["image_encoder"] = "linear:7"
+    assert parse_section("model", model).image_encoder == "linear:7"
+    module, dim = build_image_encoder(ImageEncoderSpec("linear:7", 4))
+    assert dim == 7
+    assert module(torch.zeros(2, 3, 4, 4)).shape == (2, 7)
+    images = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    assert pixel_normalization("encoder", "linear:7", module, images) == (
+        (0.1, 0.2, 0.3),
+        (0.4, 0.5, 0.6),
+    )
+    with pytest.raises(
+        ValueError, match=r"'open_clip:<model>\[:<pretrained>\]' or 'linear:<width>'"
+    ):
+        check_image_encoder_name("linear")  # takes an argument
+
+
+def test_names_no_family_registers_fail_validation_with_the_registered_ones():
+    from lors_distill.core.config import ParameterError, parse_section
+    from tests.params import base_params
+
+    for name in ["resnet:18", "convnet:8", "timm:", "timm"]:
+        model = base_params()["model"]
+        model["image_encoder"] = name
+        with pytest.raises(ParameterError, match=r"model\.image_encoder.*use 'convnet', 'timm"):
+            parse_section("model", model)
+    evaluation = base_params()["evaluation"]
+    evaluation["cross_arch"] = {
+        "image_encoder": "resnet",
+        "convnet": {"width": 8, "depth": 2, "norm": "none"},
+    }
+    with pytest.raises(ParameterError, match=r"evaluation\.cross_arch\.image_encoder"):
+        parse_section("evaluation", evaluation)

@@ -140,10 +140,9 @@ class ModelParams(_Strict):
     @field_validator("image_encoder")
     @classmethod
     def _known_encoder(cls, value: str) -> str:
-        prefix, _, argument = value.partition(":")
-        if value != "convnet" and not (prefix in ("timm", "open_clip") and argument):
-            raise ValueError("use 'convnet', 'timm:<name>' or 'open_clip:<model>[:<pretrained>]'")
-        return value
+        from lors_distill.core.models import check_image_encoder_name
+
+        return check_image_encoder_name(value)  # the registry's names, user-registered too
 
     @field_validator("normalization")
     @classmethod
@@ -284,6 +283,13 @@ class CrossArchParams(_Strict):
 
     image_encoder: str
     convnet: ConvNetParams
+
+    @field_validator("image_encoder")
+    @classmethod
+    def _known_encoder(cls, value: str) -> str:
+        from lors_distill.core.models import check_image_encoder_name
+
+        return check_image_encoder_name(value)
 
 
 class EvaluationParams(_Strict):

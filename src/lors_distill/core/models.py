@@ -220,31 +220,93 @@ class ImageEncoderSpec:
 
 
 ImageEncoderBuilder = Callable[[ImageEncoderSpec, str], tuple[nn.Module, int]]
-_REGISTRY: dict[str, ImageEncoderBuilder] = {}
+# (the built module, the train images as uint8 NCHW) -> the pixel (mean, std) it expects
+Statistics = tuple[tuple[float, ...], tuple[float, ...]]
+NormalizationRule = Callable[[nn.Module, torch.Tensor], Statistics]
 
 
-def register_image_encoder(prefix: str) -> Callable[[ImageEncoderBuilder], ImageEncoderBuilder]:
-    """Register a builder for specs ``<prefix>`` or ``<prefix>:<argument>``."""
+def train_split_statistics(module: nn.Module, train_images: torch.Tensor) -> Statistics:
+    """Per-channel mean/std of the train split's pixels (for encoders trained from scratch)."""
+    pixels = train_images.permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
+    return tuple(pixels.mean(dim=1).tolist()), tuple(pixels.std(dim=1).clamp(min=1e-3).tolist())
+
+
+@dataclass(frozen=True)
+class ImageEncoderEntry:
+    """One registered image-encoder family: how to build it, how its name is written
+    (``usage``, e.g. ``timm:<name>``; ``takes_argument``: whether ``<prefix>:<argument>``),
+    and the pixel statistics its inputs are normalised with (``model.normalization:
+    encoder``)."""
+
+    build: ImageEncoderBuilder
+    takes_argument: bool
+    usage: str
+    normalization: NormalizationRule
+
+
+_REGISTRY: dict[str, ImageEncoderEntry] = {}
+
+
+def register_image_encoder(
+    prefix: str,
+    *,
+    takes_argument: bool = True,
+    usage: str | None = None,
+    normalization: NormalizationRule = train_split_statistics,
+) -> Callable[[ImageEncoderBuilder], ImageEncoderBuilder]:
+    """Register a builder for specs ``<prefix>:<argument>`` (or plain ``<prefix>`` when
+    ``takes_argument`` is false). The configuration accepts the name from then on
+    (:func:`check_image_encoder_name`); ``normalization`` gives its pixel statistics
+    (default: the train split's, as for an encoder trained from scratch)."""
 
     def decorate(builder: ImageEncoderBuilder) -> ImageEncoderBuilder:
-        _REGISTRY[prefix] = builder
+        written = usage or (f"{prefix}:<name>" if takes_argument else prefix)
+        _REGISTRY[prefix] = ImageEncoderEntry(builder, takes_argument, written, normalization)
         return builder
 
     return decorate
+
+
+def _usage() -> str:
+    names = [f"'{entry.usage}'" for entry in _REGISTRY.values()]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_image_encoder_name(name: str) -> str:
+    """``name`` if a registered family builds it (``model.image_encoder``), else a
+    ``ValueError`` saying how the registered names are written."""
+    prefix, colon, argument = name.partition(":")
+    entry = _REGISTRY.get(prefix)
+    if entry is None or (bool(argument) if colon else False) != entry.takes_argument:
+        raise ValueError(f"use {_usage()}")
+    return name
 
 
 def build_image_encoder(spec: ImageEncoderSpec) -> tuple[nn.Module, int]:
     """Build the image encoder named by ``spec.name``; returns ``(module, feature_dim)``."""
     prefix, _, argument = spec.name.partition(":")
     if prefix not in _REGISTRY:
-        raise ValueError(
-            f"unknown image encoder {spec.name!r}: use one of "
-            + ", ".join(f"'{p}'" if p == "convnet" else f"'{p}:<name>'" for p in _REGISTRY)
-        )
-    return _REGISTRY[prefix](spec, argument)
+        raise ValueError(f"unknown image encoder {spec.name!r}: use {_usage()}")
+    return _REGISTRY[prefix].build(spec, argument)
 
 
-@register_image_encoder("convnet")
+def _timm_statistics(module: nn.Module, train_images: torch.Tensor) -> Statistics:
+    """The pretrained weights' own statistics, ImageNet's when the weights do not say."""
+    config = getattr(module, "pretrained_cfg", None) or {}
+    mean, std = PIXEL_STATISTICS["imagenet"]
+    return tuple(config.get("mean", mean)), tuple(config.get("std", std))
+
+
+def _open_clip_statistics(module: nn.Module, train_images: torch.Tensor) -> Statistics:
+    """The model's preprocessing statistics, CLIP's when it has none."""
+    preprocess = getattr(module, "preprocess_cfg", None) or {}
+    mean = preprocess.get("mean") or getattr(module, "image_mean", None)
+    std = preprocess.get("std") or getattr(module, "image_std", None)
+    clip_mean, clip_std = PIXEL_STATISTICS["clip"]
+    return tuple(mean or clip_mean), tuple(std or clip_std)
+
+
+@register_image_encoder("convnet", takes_argument=False)
 def _build_convnet(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
     if argument:
         raise ValueError(f"'convnet' takes no argument (got {spec.name!r}); set model.convnet.*")
@@ -260,7 +322,7 @@ def _build_convnet(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, in
     return module, module.output_dim
 
 
-@register_image_encoder("timm")
+@register_image_encoder("timm", normalization=_timm_statistics)
 def _build_timm(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
     import timm
 
@@ -273,7 +335,9 @@ def _build_timm(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
     return module, int(module.num_features)
 
 
-@register_image_encoder("open_clip")
+@register_image_encoder(
+    "open_clip", usage="open_clip:<model>[:<pretrained>]", normalization=_open_clip_statistics
+)
 def _build_open_clip(spec: ImageEncoderSpec, argument: str) -> tuple[nn.Module, int]:
     import open_clip
 
@@ -384,18 +448,11 @@ def pixel_normalization(
 
 def default_normalization(
     encoder_name: str, module: nn.Module, train_images: torch.Tensor
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Pixel mean/std for an encoder: the pretrained weights' own for timm/open_clip, the train
-    split's per-channel statistics for the from-scratch ConvNet. Returns ``(mean, std)``."""
-    if encoder_name.startswith("timm:"):
-        config = getattr(module, "pretrained_cfg", None) or {}
-        mean, std = PIXEL_STATISTICS["imagenet"]  # when the weights do not say
-        return tuple(config.get("mean", mean)), tuple(config.get("std", std))
-    if encoder_name.startswith("open_clip:"):
-        preprocess = getattr(module, "preprocess_cfg", None) or {}
-        mean = preprocess.get("mean") or getattr(module, "image_mean", None)
-        std = preprocess.get("std") or getattr(module, "image_std", None)
-        clip_mean, clip_std = PIXEL_STATISTICS["clip"]
-        return tuple(mean or clip_mean), tuple(std or clip_std)
-    pixels = train_images.permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
-    return tuple(pixels.mean(dim=1).tolist()), tuple(pixels.std(dim=1).clamp(min=1e-3).tolist())
+) -> Statistics:
+    """Pixel mean/std for an encoder, as its registered family states them: the pretrained
+    weights' own for timm/open_clip, the train split's per-channel statistics for the
+    from-scratch ConvNet. Returns ``(mean, std)``."""
+    prefix = encoder_name.partition(":")[0]
+    if prefix not in _REGISTRY:
+        raise ValueError(f"unknown image encoder {encoder_name!r}: use {_usage()}")
+    return _REGISTRY[prefix].normalization(module, train_images)
