@@ -30,6 +30,9 @@ def test_base_parameters_validate():
         ("ingestion", "imagesize", 32, "ingestion.imagesize"),
         ("features", "batch_size", -1, "features.batch_size"),
         ("features", "pooling", "max", "features.pooling"),
+        ("distillation", "loss", "hinge", "distillation.loss"),
+        ("distillation", "sim_type", "dense", "distillation.sim_type"),
+        ("evaluation", "loss", "hinge", "evaluation.loss"),
     ],
 )
 def test_bad_values_name_the_parameter(section, key, value, fragment):
@@ -175,3 +178,17 @@ def test_the_flickr8k_environment_tunes_nothing_on_flickr8k():
         assert flickr8k[section] == base[section], section
     assert flickr8k["ingestion"].source == "jsonl"
     assert flickr8k["model"].convnet.depth == base["model"].convnet.depth + 1
+
+
+def test_loss_and_similarity_names_come_from_their_registries(monkeypatch):
+    from lors_distill.core import losses, similarity
+
+    params = base_params()
+    params["distillation"]["loss"] = "hinge"
+    params["distillation"]["sim_type"] = "banded"
+    with pytest.raises(ParameterError, match=r"distillation\.loss.*use one of wbce, bce"):
+        validate_parameters(params)
+    monkeypatch.setitem(losses.SOFT_LOSSES, "hinge", losses.SOFT_LOSSES["mse"])
+    monkeypatch.setitem(similarity.SIMILARITIES, "banded", similarity.SIMILARITIES["full"])
+    parsed = validate_parameters(params)["distillation"]
+    assert (parsed.loss, parsed.sim_type) == ("hinge", "banded")

@@ -212,10 +212,10 @@ class DistillationParams(_Strict):
     expert_epochs: int = Field(ge=1)
     max_start_epoch: int = Field(ge=1)
     mini_batch_size: int = Field(ge=2)
-    sim_type: Literal["lowrank", "full", "identity"]
+    sim_type: str
     rank: int = Field(ge=1)
     alpha: float
-    loss: Literal["wbce", "bce", "infonce", "cwcl", "kl", "mse"]
+    loss: str
     merge_branches: bool
     grad_mode: Literal["tesla", "tesla_one_graph", "full"]
     mini_batch_remainder: Literal["keep", "drop"]
@@ -244,6 +244,20 @@ class DistillationParams(_Strict):
                 f"mini_batch_size ({self.mini_batch_size}) exceeds num_pairs ({self.num_pairs})"
             )
         return self
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        from lors_distill.core.losses import SOFT_LOSSES
+
+        return _one_of(value, SOFT_LOSSES)
+
+    @field_validator("sim_type")
+    @classmethod
+    def _known_similarity(cls, value: str) -> str:
+        from lors_distill.core.similarity import SIMILARITIES
+
+        return _one_of(value, SIMILARITIES)
 
 
 class BaselineOverrides(_Strict):
@@ -303,12 +317,19 @@ class EvaluationParams(_Strict):
     weight_decay: float = Field(ge=0.0)
     lr_decay_epoch: int = Field(ge=0)
     lr_decay_factor: float = Field(gt=0.0, le=1.0)
-    loss: Literal["wbce", "bce", "infonce", "cwcl", "kl", "mse"]
+    loss: str
     select_every: int | None = Field(ge=1)
     teacher_expert: int = Field(ge=0)
     cross_arch: CrossArchParams | None
     external_set: str | None
     device: str
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        from lors_distill.core.losses import SOFT_LOSSES
+
+        return _one_of(value, SOFT_LOSSES)
 
 
 PARAMETER_FILES = {

@@ -7,6 +7,8 @@ uses the sub-block ``S[B, B]``. ``lowrank`` keeps ``N + 2 N r`` parameters and n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -72,17 +74,21 @@ class LowRankSimilarity(Similarity):
         return torch.diag(self.diagonal[index]) + (self.alpha / self.rank) * low_rank
 
 
+# the similarity types (``distillation.sim_type``): builders of (size, rank, alpha, generator)
+SIMILARITIES: dict[str, Callable[[int, int, float, torch.Generator], Similarity]] = {
+    "lowrank": LowRankSimilarity,  # LoRS
+    "full": lambda size, rank, alpha, generator: FullSimilarity(size),
+    "identity": lambda size, rank, alpha, generator: IdentitySimilarity(size),
+}
+
+
 def build_similarity(
     kind: str, size: int, rank: int, alpha: float, generator: torch.Generator
 ) -> Similarity:
-    """``lowrank`` (LoRS), ``full`` or ``identity``."""
-    if kind == "lowrank":
-        return LowRankSimilarity(size, rank, alpha, generator)
-    if kind == "full":
-        return FullSimilarity(size)
-    if kind == "identity":
-        return IdentitySimilarity(size)
-    raise ValueError(f"unknown similarity {kind!r}: use lowrank, full or identity")
+    """One of :data:`SIMILARITIES`: ``lowrank`` (LoRS), ``full`` or ``identity``."""
+    if kind not in SIMILARITIES:
+        raise ValueError(f"unknown similarity {kind!r}: use {', '.join(SIMILARITIES)}")
+    return SIMILARITIES[kind](size, rank, alpha, generator)
 
 
 def similarity_stats(similarity: Similarity) -> dict[str, float]:
