@@ -11,83 +11,13 @@ executed, not what a stage computes.
 
 from __future__ import annotations
 
-import ast
 import functools
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.import_graph import PACKAGE, import_closure, module_file, only_reexports
 from tests.kedro_helpers import PROJECT_ROOT
-
-SRC = PROJECT_ROOT / "src"
-PACKAGE = "lors_distill"
-
-
-def module_file(name: str) -> Path | None:
-    path = SRC.joinpath(*name.split("."))
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    if path.with_suffix(".py").is_file():
-        return path.with_suffix(".py")
-    return None
-
-
-def _with_parents(name: str) -> set[str]:
-    """A module and its parent packages (importing ``a.b.c`` runs ``a`` and ``a.b`` too)."""
-    parts = name.split(".")
-    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-
-
-def direct_imports(name: str) -> set[str]:
-    """Project modules that module ``name`` imports (anywhere in the file, lazy ones too)."""
-    path = module_file(name)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            found.add(module)
-            # ``from pkg import mod`` imports a module, not a name
-            found |= {f"{module}.{a.name}" for a in node.names if module_file(f"{module}.{a.name}")}
-    project = {m for m in found if m.split(".")[0] == PACKAGE}
-    return {p for m in project for p in _with_parents(m) if module_file(p)}
-
-
-def import_closure(roots: set[str]) -> set[str]:
-    seen: set[str] = set()
-    todo = [p for root in roots for p in _with_parents(root)]
-    while todo:
-        name = todo.pop()
-        if name in seen or module_file(name) is None:
-            continue
-        seen.add(name)
-        todo.extend(direct_imports(name))
-    return seen
-
-
-def only_reexports(path: Path) -> bool:
-    """An ``__init__.py`` holding nothing but a docstring, imports, ``__all__``/``__version__``."""
-    if path.name != "__init__.py":
-        return False
-    for statement in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(statement, (ast.Import, ast.ImportFrom)):
-            continue
-        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
-            continue  # docstring
-        if isinstance(statement, ast.Assign) and all(
-            isinstance(t, ast.Name) and t.id in {"__all__", "__version__"}
-            for t in statement.targets
-        ):
-            continue
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Custom OmegaConf resolvers for ``conf/`` (registered in ``settings.CONFIG_LOADER_ARGS``).
+"""Custom OmegaConf resolvers for ``conf/`` (registered in ``config_loader.CONFIG_LOADER_ARGS``).
 
 ``lors.choose`` lets one command-line parameter pick a block of presets, e.g. in
 ``conf/flickr30k/parameters_distillation.yml``::

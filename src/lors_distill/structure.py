@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lors_distill.config_loader import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
 _ACTIVE: dict[str, int] = {}
 
 
@@ -37,12 +39,8 @@ def num_experts(conf_source: Path | None = None) -> int:
     """The number of expert nodes for the pipelines being built."""
     if "num_experts" in _ACTIVE:
         return _ACTIVE["num_experts"]
-    from kedro.config import OmegaConfigLoader
-
-    from lors_distill.settings import CONFIG_LOADER_ARGS
-
     source = conf_source or Path.cwd() / "conf"
     # the project's own loader settings: its custom resolvers must stay registered (a loader
     # created without them unregisters oc.env for every loader in the process)
-    loader = OmegaConfigLoader(conf_source=str(source), **CONFIG_LOADER_ARGS)
+    loader = CONFIG_LOADER_CLASS(conf_source=str(source), **CONFIG_LOADER_ARGS)
     return int(loader["parameters"]["experts"]["num_experts"])
