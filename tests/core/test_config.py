@@ -30,6 +30,8 @@ def test_base_parameters_validate():
         ("ingestion", "imagesize", 32, "ingestion.imagesize"),
         ("features", "batch_size", -1, "features.batch_size"),
         ("features", "pooling", "max", "features.pooling"),
+        ("features", "text_encoder", "clip:ViT-B-32", "features.text_encoder"),
+        ("features", "text_encoder", "hf:", "features.text_encoder"),
         ("distillation", "loss", "hinge", "distillation.loss"),
         ("distillation", "sim_type", "dense", "distillation.sim_type"),
         ("evaluation", "loss", "hinge", "evaluation.loss"),
@@ -192,3 +194,15 @@ def test_loss_and_similarity_names_come_from_their_registries(monkeypatch):
     monkeypatch.setitem(similarity.SIMILARITIES, "banded", similarity.SIMILARITIES["full"])
     parsed = validate_parameters(params)["distillation"]
     assert (parsed.loss, parsed.sim_type) == ("hinge", "banded")
+
+
+def test_a_registered_text_encoder_validates(monkeypatch):
+    from lors_distill.core import text_encoders
+
+    params = base_params()
+    params["features"]["text_encoder"] = "bow:64"
+    with pytest.raises(ParameterError, match=r"features\.text_encoder.*'minilm', 'hf:"):
+        validate_parameters(params)
+    monkeypatch.setattr(text_encoders, "_TEXT_ENCODERS", dict(text_encoders._TEXT_ENCODERS))
+    text_encoders.register_text_encoder("bow", usage="bow:<dim>")(lambda spec, arg, opts: None)
+    assert validate_parameters(params)["features"].text_encoder == "bow:64"

@@ -118,6 +118,13 @@ class FeaturesParams(_Strict):
 
         return _one_of(value, CAPTION_CLEANERS)
 
+    @field_validator("text_encoder")
+    @classmethod
+    def _known_text_encoder(cls, value: str) -> str:
+        from lors_distill.core.text_encoders import check_text_encoder_spec
+
+        return check_text_encoder_spec(value)  # the registry's forms, user-registered too
+
 
 class ConvNetParams(_Strict):
     """``model.convnet``: the ConvNet's shape."""

@@ -26,6 +26,7 @@ import pickle
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,6 @@ __all__ = [
 ]
 
 DEFAULT_SPEC = "minilm"
-VALID_SPECS = (
-    "'minilm'",
-    "'hf:<hub name or local folder>'",
-    "'open_clip:<model>[:<pretrained tag or checkpoint file>]'",
-)
 _POOLINGS = ("cls", "mean")
 # Apostrophes are dropped ("dog's" -> "dogs"); any other punctuation becomes a space.
 _APOSTROPHES_RE = re.compile(r"['\u2019`]")
@@ -418,56 +414,144 @@ def build_text_encoder(
         raise ValueError(f"text encoder spec must be a string, got {spec!r}")
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
+    entry = _text_encoder_entry(spec)
     _check_cleaning(clean_captions)  # before any weights load
-    dev = resolve_device(device)
-    common: dict[str, Any] = {
-        "device": dev,
-        "batch_size": batch_size,
-        "clean_captions": clean_captions,
-        "show_progress": show_progress,
-    }
-    if spec == "minilm":
-        return TransformersTextEncoder(
-            spec,
-            _minilm_path(),
-            pooling=pooling or "mean",
-            normalize=True,
-            max_length=max_length,
-            local_files_only=True,
-            **common,
+    options = TextEncoderOptions(
+        device=resolve_device(device),
+        batch_size=batch_size,
+        pooling=pooling,
+        max_length=max_length,
+        clean_captions=clean_captions,
+        show_progress=show_progress,
+    )
+    return entry.build(spec, spec.partition(":")[2], options)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class TextEncoderOptions:
+    """What every text-encoder builder gets besides the spec (see :func:`build_text_encoder`)."""
+
+    device: torch.device
+    batch_size: int
+    pooling: str | None
+    max_length: int
+    clean_captions: str
+    show_progress: bool
+
+    @property
+    def common(self) -> dict[str, Any]:
+        """The :class:`TextEncoder` base arguments."""
+        return {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "clean_captions": self.clean_captions,
+            "show_progress": self.show_progress,
+        }
+
+
+TextEncoderBuilder = Callable[[str, str, TextEncoderOptions], TextEncoder]
+
+
+@dataclass(frozen=True)
+class TextEncoderEntry:
+    """A registered text-encoder family: its builder ``(spec, argument, options)``, whether its
+    specs are ``<prefix>:<argument>`` (``takes_argument``) or plain ``<prefix>``, and how a spec
+    is written (``usage``)."""
+
+    build: TextEncoderBuilder
+    takes_argument: bool
+    usage: str
+
+
+_TEXT_ENCODERS: dict[str, TextEncoderEntry] = {}
+
+
+def register_text_encoder(
+    prefix: str, *, takes_argument: bool = True, usage: str | None = None
+) -> Callable[[TextEncoderBuilder], TextEncoderBuilder]:
+    """Register a builder for specs ``<prefix>:<argument>`` (or plain ``<prefix>``); the
+    configuration (``features.text_encoder``) accepts them from then on."""
+
+    def decorate(builder: TextEncoderBuilder) -> TextEncoderBuilder:
+        written = usage or (f"{prefix}:<name>" if takes_argument else prefix)
+        _TEXT_ENCODERS[prefix] = TextEncoderEntry(builder, takes_argument, written)
+        return builder
+
+    return decorate
+
+
+def text_encoder_usages() -> list[str]:
+    """How each registered family's specs are written, e.g. ``'hf:<hub name or local folder>'``."""
+    return [f"'{entry.usage}'" for entry in _TEXT_ENCODERS.values()]
+
+
+def _text_encoder_entry(spec: str) -> TextEncoderEntry:
+    prefix, colon, argument = spec.partition(":")
+    entry = _TEXT_ENCODERS.get(prefix)
+    if entry is None or (bool(colon) != entry.takes_argument):
+        raise ValueError(
+            f"unknown text encoder spec {spec!r}; valid forms: {', '.join(text_encoder_usages())}"
         )
-    prefix, sep, rest = spec.partition(":")
-    if prefix == "hf" and sep:
-        if not rest:
-            raise ValueError(f"empty model name in text encoder spec {spec!r}")
-        local = Path(rest).expanduser()
-        if local.is_dir():
-            model_path, local_only = str(local), True
-        elif local.exists() or _looks_like_path(rest):
-            raise FileNotFoundError(
-                f"text encoder spec {spec!r}: {rest!r} is not an existing local folder; it must "
-                f"be a local folder holding a transformers model or a downloadable hub name"
-            )
-        else:
-            model_path, local_only = rest, False
-        return TransformersTextEncoder(
-            spec,
-            model_path,
-            pooling=pooling or "cls",
-            normalize=False,
-            max_length=max_length,
-            local_files_only=local_only,
-            **common,
+    if entry.takes_argument and not argument:
+        raise ValueError(f"empty model name in text encoder spec {spec!r}")
+    return entry
+
+
+def check_text_encoder_spec(spec: str) -> str:
+    """``spec`` if a registered family builds it (``features.text_encoder``), else the
+    ``ValueError`` :func:`build_text_encoder` would raise. Loads nothing."""
+    _text_encoder_entry(spec)
+    return spec
+
+
+@register_text_encoder("minilm", takes_argument=False)
+def _build_minilm(spec: str, argument: str, options: TextEncoderOptions) -> TextEncoder:
+    return TransformersTextEncoder(
+        spec,
+        _minilm_path(),
+        pooling=options.pooling or "mean",
+        normalize=True,
+        max_length=options.max_length,
+        local_files_only=True,
+        **options.common,
+    )
+
+
+@register_text_encoder("hf", usage="hf:<hub name or local folder>")
+def _build_hf(spec: str, argument: str, options: TextEncoderOptions) -> TextEncoder:
+    local = Path(argument).expanduser()
+    if local.is_dir():
+        model_path, local_only = str(local), True
+    elif local.exists() or _looks_like_path(argument):
+        raise FileNotFoundError(
+            f"text encoder spec {spec!r}: {argument!r} is not an existing local folder; it must "
+            f"be a local folder holding a transformers model or a downloadable hub name"
         )
-    if prefix == "open_clip" and sep:
-        if pooling is not None:
-            raise ValueError(
-                f"pooling={pooling!r} is not supported for open_clip (spec {spec!r}); "
-                f"CLIP pools at the end-of-text token"
-            )
-        model_name, _, pretrained = rest.partition(":")
-        return OpenClipTextEncoder(spec, model_name, pretrained or None, **common)
-    raise ValueError(f"unknown text encoder spec {spec!r}; valid forms: {', '.join(VALID_SPECS)}")
+    else:
+        model_path, local_only = argument, False
+    return TransformersTextEncoder(
+        spec,
+        model_path,
+        pooling=options.pooling or "cls",
+        normalize=False,
+        max_length=options.max_length,
+        local_files_only=local_only,
+        **options.common,
+    )
+
+
+@register_text_encoder("open_clip", usage="open_clip:<model>[:<pretrained tag or checkpoint file>]")
+def _build_open_clip(spec: str, argument: str, options: TextEncoderOptions) -> TextEncoder:
+    if options.pooling is not None:
+        raise ValueError(
+            f"pooling={options.pooling!r} is not supported for open_clip (spec {spec!r}); "
+            f"CLIP pools at the end-of-text token"
+        )
+    model_name, _, pretrained = argument.partition(":")
+    return OpenClipTextEncoder(spec, model_name, pretrained or None, **options.common)
 
 
 # --------------------------------------------------------------------------- dedup
