@@ -8,12 +8,18 @@ in-batch image->text retrieval while training an expert-like model.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-from lors_distill.core.data import ImageTextSplit
+from lors_distill.core.data import ImageTextSplit, Normalizer
 from lors_distill.core.device import seeded_rng
 from lors_distill.core.losses import symmetric_infonce
 from lors_distill.core.models import DualEncoder
+
+logger = logging.getLogger(__name__)
 
 
 def first_captions(split: ImageTextSplit) -> torch.Tensor:
@@ -146,3 +152,81 @@ def select_forgetting(events: torch.Tensor, count: int, generator: torch.Generat
     tie_break = torch.rand(events.shape[0], generator=generator)
     order = sorted(range(events.shape[0]), key=lambda i: (-int(events[i]), float(tie_break[i])))
     return torch.tensor(order[:count])
+
+
+# ------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class CoresetInputs:
+    """What a selection method may read: the train split, the budget, the expert (as a model
+    at a snapshot: ``expert(0)`` its initialisation, ``expert(-1)`` its end), the expert's image
+    learning rate, the forgetting run's shape and the device."""
+
+    split: ImageTextSplit
+    budget: int
+    expert: Callable[[int], tuple[DualEncoder, Normalizer]]
+    expert_lr_image: float
+    forgetting_epochs: int
+    forgetting_batch_size: int
+    device: torch.device
+
+
+# (inputs, generator) -> (chosen image indices, the caption index of each train image)
+CoresetSelector = Callable[[CoresetInputs, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+# the coreset methods in the order they are selected, reported and seeded (``derive_seed`` of
+# their position): the only list of their names
+CORESET_METHODS: dict[str, CoresetSelector] = {}
+
+
+def register_coreset(name: str) -> Callable[[CoresetSelector], CoresetSelector]:
+    """Add a selection method; the baselines pipeline writes ``<name>_set`` for it."""
+
+    def decorate(selector: CoresetSelector) -> CoresetSelector:
+        CORESET_METHODS[name] = selector
+        return selector
+
+    return decorate
+
+
+@register_coreset("random")
+def _random(inputs: CoresetInputs, generator: torch.Generator):
+    chosen = select_random(inputs.budget, inputs.split.num_images, generator)
+    return chosen, random_captions(inputs.split, generator)
+
+
+def _expert_space(inputs: CoresetInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    model, normalizer = inputs.expert(-1)
+    captions = first_captions(inputs.split)
+    return expert_features(model, inputs.split, captions, normalizer, inputs.device), captions
+
+
+@register_coreset("herding")
+def _herding(inputs: CoresetInputs, generator: torch.Generator):
+    features, captions = _expert_space(inputs)
+    return select_herding(features, inputs.budget), captions
+
+
+@register_coreset("k_center")
+def _k_center(inputs: CoresetInputs, generator: torch.Generator):
+    features, captions = _expert_space(inputs)
+    return select_k_center(features, inputs.budget, generator), captions
+
+
+@register_coreset("forgetting")
+def _forgetting(inputs: CoresetInputs, generator: torch.Generator):
+    model, normalizer = inputs.expert(0)  # trained from the expert's initialisation
+    events = forgetting_counts(
+        model,
+        inputs.split,
+        normalizer,
+        inputs.forgetting_epochs,
+        inputs.forgetting_batch_size,
+        inputs.expert_lr_image,
+        generator,
+        inputs.device,
+    )
+    logger.info("forgetting events: mean %.2f, max %d", events.float().mean(), events.max())
+    return select_forgetting(events, inputs.budget, generator), random_captions(
+        inputs.split, generator
+    )

@@ -10,16 +10,7 @@ import torch
 from lors_distill.core.artifacts import expert_model, image_text_split
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import parse_section
-from lors_distill.core.coresets import (
-    expert_features,
-    first_captions,
-    forgetting_counts,
-    random_captions,
-    select_forgetting,
-    select_herding,
-    select_k_center,
-    select_random,
-)
+from lors_distill.core.coresets import CORESET_METHODS, CoresetInputs
 from lors_distill.core.device import resolve_device
 from lors_distill.core.seeding import derive_seed
 
@@ -67,8 +58,8 @@ def select_coresets(
     """Select every coreset of ``distillation.num_pairs`` real pairs.
 
     Returns:
-        The random, herding, k_center and forgetting coresets, each with ``S = I`` and the
-        experts' learning rates.
+        One coreset per :data:`~lors_distill.core.coresets.CORESET_METHODS` entry, in its order,
+        each with ``S = I`` and the experts' learning rates.
     """
     budget = parse_section("distillation", distillation_params).num_pairs
     config = parse_section("baselines", baselines_params)
@@ -78,39 +69,19 @@ def select_coresets(
             "experts exist"
         )
     trajectory = trajectories[config.expert_index]
-    split = image_text_split(train_images, train_text_features)
-    device = resolve_device(config.device)
+    inputs = CoresetInputs(
+        split=image_text_split(train_images, train_text_features),
+        budget=budget,
+        expert=lambda snapshot: expert_model(trajectory, snapshot),
+        expert_lr_image=trajectory.metadata["experts"]["lr_image"],
+        forgetting_epochs=config.forgetting_epochs,
+        forgetting_batch_size=config.forgetting_batch_size,
+        device=resolve_device(config.device),
+    )
     results = []
-    for method in ("random", "herding", "k_center", "forgetting"):
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, len(results)))
-        if method == "random":
-            chosen = select_random(budget, split.num_images, generator)
-            captions = random_captions(split, generator)
-        elif method in ("herding", "k_center"):
-            model, normalizer = expert_model(trajectory)
-            captions = first_captions(split)
-            features = expert_features(model, split, captions, normalizer, device)
-            chosen = (
-                select_herding(features, budget)
-                if method == "herding"
-                else select_k_center(features, budget, generator)
-            )
-        else:
-            model, normalizer = expert_model(trajectory, snapshot=0)  # from its initialisation
-            experts = trajectory.metadata["experts"]
-            events = forgetting_counts(
-                model,
-                split,
-                normalizer,
-                config.forgetting_epochs,
-                config.forgetting_batch_size,
-                experts["lr_image"],
-                generator,
-                device,
-            )
-            logger.info("forgetting events: mean %.2f, max %d", events.float().mean(), events.max())
-            chosen = select_forgetting(events, budget, generator)
-            captions = random_captions(split, generator)
+    for index, (method, select) in enumerate(CORESET_METHODS.items()):
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, index))
+        chosen, captions = select(inputs, generator)
         logger.info("coreset %s: %d pairs", method, budget)
         results.append(
             coreset_bundle(method, chosen, captions, train_images, train_text_features, trajectory)

@@ -3,11 +3,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.core.distill import METHODS
 from lors_distill.pipelines import distillation
 from lors_distill.pipelines.baselines.nodes import select_coresets
 
-CORESETS = ("random", "herding", "k_center", "forgetting")
 TRAJECTORY_BASELINES = tuple(m for m in METHODS if m != "lors")  # tesla_vl, mtt_vl
 
 
@@ -22,7 +22,7 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             "params:baselines",
             *trajectories,
         ],
-        outputs=[f"{method}_set" for method in CORESETS],
+        outputs=[f"{method}_set" for method in CORESET_METHODS],  # as registered
         name="select_coresets_node",
     )
     matching = [

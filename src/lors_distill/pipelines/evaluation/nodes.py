@@ -17,8 +17,10 @@ from matplotlib.figure import Figure
 from lors_distill.core.artifacts import expert_model
 from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle
 from lors_distill.core.config import parse_section, to_dataclass
+from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import describe_machine, resolve_device
+from lors_distill.core.distill import METHODS
 from lors_distill.core.distilled import similarity_from_bundle
 from lors_distill.core.evaluate import (
     EvalTrainingConfig,
@@ -285,20 +287,18 @@ def evaluate_full_data(
     )
 
 
-ORDER = (
-    "lors",
-    "tesla_vl",
-    "mtt_vl",
-    "random",
-    "herding",
-    "k_center",
-    "forgetting",
-    "lors_hard",
-    "random_teacher",
-    "lors_cross_arch",
-    "external",
-    "full_data",
-)
+def report_order() -> tuple[str, ...]:
+    """The rows of the comparison, in order (the coreset methods as registered, so a method
+    registered after this module was imported is reported too)."""
+    return (
+        *METHODS,  # lors, tesla_vl, mtt_vl
+        *CORESET_METHODS,  # random, herding, k_center, forgetting
+        "lors_hard",
+        "random_teacher",
+        "lors_cross_arch",
+        "external",
+        "full_data",
+    )
 
 
 def _table_lines(rows: list[tuple[str, dict[str, Any], int]]) -> list[str]:
@@ -320,7 +320,7 @@ def summarise_evaluation(
     scored on the test split.
     """
     done = sorted(
-        (r for r in results if "skipped" not in r), key=lambda r: ORDER.index(r["method"])
+        (r for r in results if "skipped" not in r), key=lambda r: report_order().index(r["method"])
     )
     metrics = {
         f"{r['method']}.{metric}.{stat}": r[stat][metric]
@@ -421,7 +421,6 @@ def _recall_bars(done: list[dict[str, Any]]) -> Figure:
     return figure
 
 
-BUDGET_METHODS = ("lors", "tesla_vl", "mtt_vl", "random", "herding", "k_center", "forgetting")
 # what makes budgets comparable: same data, text features, model, experts and evaluation
 _SETUP_IGNORED = {"device", "num_workers", "external_set", "cross_arch"}
 
@@ -455,7 +454,7 @@ def plot_recall_vs_budget(
     )
     figure = Figure(figsize=(7, 4.5))
     axis = figure.add_subplot()
-    for method in BUDGET_METHODS:
+    for method in (*METHODS, *CORESET_METHODS):  # the methods compared across budgets
         points = [e for e in entries if f"{method}.mean_recall.mean" in e]
         if points:
             axis.errorbar(

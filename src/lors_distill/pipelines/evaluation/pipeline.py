@@ -4,6 +4,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
+from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.pipelines.evaluation.nodes import (
     archive_budget,
     evaluate_external_set,
@@ -19,19 +20,18 @@ TEST = ["test_images", "test_text_features", "val_images", "val_text_features", 
 # the sections whose values make two budgets comparable (see nodes.setup_id)
 SETUP = [f"params:{s}" for s in ("ingestion", "features", "model", "experts", "evaluation")]
 
-# method -> (set dataset, options)
-SETS = {
-    "lors": ("distilled_set", {}),
-    "tesla_vl": ("tesla_vl.distilled_set", {}),
-    "mtt_vl": ("mtt_vl.distilled_set", {}),
-    "random": ("random_set", {}),
-    "herding": ("herding_set", {}),
-    "k_center": ("k_center_set", {}),
-    "forgetting": ("forgetting_set", {}),
-    "lors_hard": ("distilled_set", {"hard_targets": True}),
-    "random_teacher": ("random_teacher_set", {}),
-    "lors_cross_arch": ("distilled_set", {"cross_arch": True}),
-}
+
+def evaluated_sets() -> dict[str, tuple[str, dict]]:
+    """method -> (its set's dataset, options); the coresets as registered."""
+    return {
+        "lors": ("distilled_set", {}),
+        "tesla_vl": ("tesla_vl.distilled_set", {}),
+        "mtt_vl": ("mtt_vl.distilled_set", {}),
+        **{method: (f"{method}_set", {}) for method in CORESET_METHODS},
+        "lors_hard": ("distilled_set", {"hard_targets": True}),
+        "random_teacher": ("random_teacher_set", {}),
+        "lors_cross_arch": ("distilled_set", {"cross_arch": True}),
+    }
 
 
 def _evaluate_node(method: str, dataset: str, options: dict) -> Node:
@@ -50,6 +50,7 @@ def _evaluate_node(method: str, dataset: str, options: dict) -> Node:
 
 def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
     trajectories = [f"expert_{i}.trajectory" for i in range(num_experts)]
+    sets = evaluated_sets()
     nodes = [
         Node(
             func=make_random_teacher_set,
@@ -57,7 +58,7 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             outputs="random_teacher_set",
             name="make_random_teacher_set_node",
         ),
-        *(_evaluate_node(method, dataset, options) for method, (dataset, options) in SETS.items()),
+        *(_evaluate_node(method, dataset, options) for method, (dataset, options) in sets.items()),
         Node(
             func=evaluate_external_set,
             inputs=TEST,
@@ -72,7 +73,7 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         ),
         Node(
             func=summarise_evaluation,
-            inputs=[f"{m}_evaluation" for m in [*SETS, "external", "full_data"]],
+            inputs=[f"{m}_evaluation" for m in [*sets, "external", "full_data"]],
             outputs=["metrics", "comparison_table_md", "comparison_table", "recall_bar_plot"],
             name="summarise_evaluation_node",
         ),
