@@ -206,3 +206,14 @@ def test_a_registered_text_encoder_validates(monkeypatch):
     monkeypatch.setattr(text_encoders, "_TEXT_ENCODERS", dict(text_encoders._TEXT_ENCODERS))
     text_encoders.register_text_encoder("bow", usage="bow:<dim>")(lambda spec, arg, opts: None)
     assert validate_parameters(params)["features"].text_encoder == "bow:64"
+
+
+def test_a_registered_dataset_source_validates(monkeypatch):
+    from lors_distill.core import ingest
+
+    params = base_params()
+    params["ingestion"].update(source="webdataset", root="/data/shards")
+    with pytest.raises(ParameterError, match=r"ingestion\.source.*use one of scenes, jsonl"):
+        validate_parameters(params)
+    monkeypatch.setitem(ingest.SOURCES, "webdataset", ingest.SOURCES["jsonl"])
+    assert validate_parameters(params)["ingestion"].source == "webdataset"

@@ -75,7 +75,7 @@ MAX_IMAGE_PIXELS_LIMIT = 178_956_970  # Pillow refuses larger images itself (2 x
 class IngestionParams(_Strict):
     """``ingestion`` section: which dataset to read and how to turn it into tensors."""
 
-    source: Literal["scenes", "jsonl", "karpathy"]
+    source: str
     root: str | None
     image_size: int = Field(ge=8, le=1024)
     resize: Literal["center_crop", "pad", "squash"]
@@ -86,6 +86,13 @@ class IngestionParams(_Strict):
     scenes: ScenesSource
     jsonl: JsonlSource
     karpathy: KarpathySource
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from lors_distill.core.ingest import SOURCES
+
+        return _one_of(value, SOURCES)
 
     @model_validator(mode="after")
     def _root_needed(self) -> IngestionParams:

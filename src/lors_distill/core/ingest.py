@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lors_distill.core.config import IngestionParams
 from lors_distill.core.images import ImageDecodeError, decode_image, hwc_to_tensor, resize_square
 from lors_distill.core.scenes import generate_scenes
 from lors_distill.core.seeding import derive_seed
@@ -28,6 +27,9 @@ from lors_distill.core.sources import (
     read_karpathy,
     resolve_images,
 )
+
+if TYPE_CHECKING:  # only annotations: config imports SOURCES below to validate the source
+    from lors_distill.core.config import IngestionParams
 
 logger = logging.getLogger(__name__)
 
@@ -169,51 +171,57 @@ def _fill_hash_splits(
     return filled
 
 
-def ingest_folder(params: IngestionParams) -> IngestedData:
-    """Read a ``jsonl`` or ``karpathy`` folder (``params.root``), validate, split and decode."""
+def _open_folder(params: IngestionParams) -> tuple[Path, BadRecordLog]:
     root = params.root_path
     if not root.is_dir():
         raise FileNotFoundError(f"ingestion.root {root} is not a folder")
-    log = BadRecordLog(params.on_bad_record)
-    if params.source == "jsonl":
-        records = read_jsonl(root / params.jsonl.captions_file, log)
-        image_root = root
-    else:
-        files = {
-            "train": params.karpathy.train_file,
-            "val": params.karpathy.val_file,
-            "test": params.karpathy.test_file,
-        }
-        records = read_karpathy(root, files, log)
-        image_root = root / params.karpathy.image_root
-    items = resolve_images(records, image_root, root, log)
-    size = params.image_size
+    return root, BadRecordLog(params.on_bad_record)
+
+
+def ingest_jsonl(params: IngestionParams) -> IngestedData:
+    """Read a ``jsonl`` folder (``params.root``): validate, split by file-name hash, decode."""
+    root, log = _open_folder(params)
+    records = read_jsonl(root / params.jsonl.captions_file, log)
+    items = resolve_images(records, root, root, log)
     images, ids, captions = {}, {}, {}
     decode = _Decoder(params, log, total=len(items))
     try:
-        if params.source == "jsonl":
-            filled = _fill_hash_splits(items, params, decode)
-            for split in SPLITS:
-                entries = sorted(filled[split], key=lambda entry: entry[0])  # file order
-                images[split] = _stack([array for _, _, array in entries], size)
-                ids[split] = [record.image for _, record, _ in entries]
-                captions[split] = [record.captions for _, record, _ in entries]
-        else:  # the annotation files fix the splits: a bad image leaves its split one short
-            for split in SPLITS:
-                chosen = [item for item in items if item[0].split == split]
-                arrays = decode(chosen)
-                kept = [
-                    (record, a)
-                    for (record, _), a in zip(chosen, arrays, strict=True)
-                    if a is not None
-                ]
-                if not kept:
-                    raise ValueError(
-                        f"no valid {split} images left in {root} (see the messages above)"
-                    )
-                images[split] = _stack([array for _, array in kept], size)
-                ids[split] = [record.image for record, _ in kept]
-                captions[split] = [record.captions for record, _ in kept]
+        filled = _fill_hash_splits(items, params, decode)
+        for split in SPLITS:
+            entries = sorted(filled[split], key=lambda entry: entry[0])  # file order
+            images[split] = _stack([array for _, _, array in entries], params.image_size)
+            ids[split] = [record.image for _, record, _ in entries]
+            captions[split] = [record.captions for _, record, _ in entries]
+    finally:
+        decode.progress.close()
+    return _assemble(images, ids, captions, params, log)
+
+
+def ingest_karpathy(params: IngestionParams) -> IngestedData:
+    """Read a ``karpathy`` folder (``params.root``): the annotation files fix the splits, so a
+    bad image leaves its split one short."""
+    root, log = _open_folder(params)
+    files = {
+        "train": params.karpathy.train_file,
+        "val": params.karpathy.val_file,
+        "test": params.karpathy.test_file,
+    }
+    records = read_karpathy(root, files, log)
+    items = resolve_images(records, root / params.karpathy.image_root, root, log)
+    images, ids, captions = {}, {}, {}
+    decode = _Decoder(params, log, total=len(items))
+    try:
+        for split in SPLITS:
+            chosen = [item for item in items if item[0].split == split]
+            arrays = decode(chosen)
+            kept = [
+                (record, a) for (record, _), a in zip(chosen, arrays, strict=True) if a is not None
+            ]
+            if not kept:
+                raise ValueError(f"no valid {split} images left in {root} (see the messages above)")
+            images[split] = _stack([array for _, array in kept], params.image_size)
+            ids[split] = [record.image for record, _ in kept]
+            captions[split] = [record.captions for record, _ in kept]
     finally:
         decode.progress.close()
     return _assemble(images, ids, captions, params, log)
@@ -242,8 +250,14 @@ def _assemble(images, ids, captions, params: IngestionParams, log: BadRecordLog)
     return IngestedData(images=images, captions=table, report=report)
 
 
+# the dataset sources (``ingestion.source``): the only list of their names
+SOURCES: dict[str, Callable[[IngestionParams], IngestedData]] = {
+    "scenes": ingest_scenes,
+    "jsonl": ingest_jsonl,
+    "karpathy": ingest_karpathy,
+}
+
+
 def ingest(params: IngestionParams) -> IngestedData:
     """Run the configured source."""
-    if params.source == "scenes":
-        return ingest_scenes(params)
-    return ingest_folder(params)
+    return SOURCES[params.source](params)
