@@ -115,3 +115,42 @@ def test_an_external_set_that_is_not_a_distilled_set_names_the_file(tmp_path):
     ]:
         with pytest.raises(ValueError, match=rf"evaluation\.external_set: .*{fragment}"):
             evaluate_external_set(None, None, None, None, {**params, "external_set": str(path)})
+
+
+def test_full_data_is_scored_on_the_evaluation_device(monkeypatch):
+    """The experts' upper bound runs where every other set runs (it used to hard-code CPU)."""
+    import torch
+
+    from lors_distill.core.bundle import TensorBundle
+    from lors_distill.core.flat import flatten_parameters
+    from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+    from lors_distill.pipelines.evaluation import nodes
+
+    recipe = ModelRecipe(
+        ImageEncoderSpec("convnet", 8, False, ConvNetConfig(4, 1, "none")), 6, 0.0, 0.07
+    )
+    trajectory = TensorBundle(
+        {
+            "trajectory": flatten_parameters(recipe.build(seed=3))[None],
+            "image_mean": torch.full((3,), 0.5),
+            "image_std": torch.full((3,), 0.25),
+        },
+        {"model": recipe.to_json()},
+    )
+    generator = torch.Generator().manual_seed(0)
+    images = TensorBundle(
+        {"images": torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=generator)}
+    )
+    features = TensorBundle(
+        {"embeddings": torch.randn(8, 6, generator=generator), "image_index": torch.arange(8) // 2}
+    )
+    asked = []
+    monkeypatch.setattr(
+        nodes, "resolve_device", lambda name: asked.append(name) or torch.device("cpu")
+    )
+    evaluation = {**base_params()["evaluation"], "device": "cuda:1"}
+    summary = nodes.evaluate_full_data(images, features, evaluation, trajectory, trajectory)
+    assert asked == ["cuda:1"]
+    assert summary["method"] == "full_data"
+    assert len(summary["runs"]) == 2
+    assert summary["runs"][0] == summary["runs"][1]  # the same expert twice: the same recalls

@@ -265,11 +265,15 @@ def make_random_teacher_set(
 
 
 def evaluate_full_data(
-    test_images: TensorBundle, test_text_features: TensorBundle, *trajectories: TensorBundle
+    test_images: TensorBundle,
+    test_text_features: TensorBundle,
+    evaluation_params: dict[str, Any],
+    *trajectories: TensorBundle,
 ) -> dict[str, Any]:
-    """The full-data upper bound: every expert after its last epoch, on the test split."""
+    """The full-data upper bound: every expert after its last epoch, on the test split, scored
+    on ``evaluation.device`` like every other set."""
     runs = []
-    device = torch.device("cpu")
+    device = resolve_device(parse_section("evaluation", evaluation_params).device)
     for trajectory in trajectories:
         model, normalizer = expert_model(trajectory)
         runs.append(

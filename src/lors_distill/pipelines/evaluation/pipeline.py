@@ -67,7 +67,7 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         ),
         Node(
             func=evaluate_full_data,
-            inputs=["test_images", "test_text_features", *trajectories],
+            inputs=["test_images", "test_text_features", "params:evaluation", *trajectories],
             outputs="full_data_evaluation",
             name="evaluate_full_data_node",
         ),
