@@ -9,12 +9,6 @@ import numpy as np
 import pytest
 
 from lors_distill.core.scenes import (
-    _ALLOWED_COLOURS,
-    _BG_PALETTE,
-    _BG_PHRASES,
-    _COLOUR_RGB,
-    _POSITION_PHRASES,
-    _RELATION_PHRASES,
     BACKGROUNDS,
     COLOURS,
     POSITIONS,
@@ -23,12 +17,20 @@ from lors_distill.core.scenes import (
     SYNONYMS,
     Scene,
     SceneObject,
-    _relations,
     caption_mentions,
     describe_scene,
     generate_scenes,
     render_scene,
     sample_scene,
+)
+from lors_distill.core.scenes.captions import _relations
+from lors_distill.core.scenes.vocabulary import (
+    _ALLOWED_COLOURS,
+    _BG_PALETTE,
+    _BG_PHRASES,
+    _COLOUR_RGB,
+    _POSITION_PHRASES,
+    _RELATION_PHRASES,
 )
 
 _RC = {p: divmod(i, 3) for i, p in enumerate(POSITIONS)}
