@@ -21,11 +21,11 @@ from lors_distill.core.distill import (
     OuterConfig,
     SyntheticSet,
     TrajectoryMatcher,
-    _mini_batches,
     init_synthetic_pairs,
     method_settings,
     run_distillation,
 )
+from lors_distill.core.distill.matcher import _mini_batches
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
 from lors_distill.core.losses import soft_loss
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
