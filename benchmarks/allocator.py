@@ -53,18 +53,13 @@ def _workload(grad_mode: str = "tesla_one_graph") -> dict:
     from lors_distill.core.data import Normalizer
     from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, train_on_small_set
     from lors_distill.core.experts import train_expert
-    from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+    from lors_distill.core.models import ModelRecipe
     from lors_distill.core.retrieval import evaluate_model
     from lors_distill.core.similarity import IdentitySimilarity
 
     cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
-    recipe = ModelRecipe(
-        ImageEncoderSpec("convnet", 32, False, ConvNetConfig(32, 3, "instancenorm")),
-        384,
-        0.1,
-        0.07,
-    )
+    recipe = ModelRecipe.convnet(32, 384, width=32, depth=3)
     small = SmallSet(
         torch.randn(100, 3, 32, 32, generator=generator),
         torch.randn(100, 384, generator=generator),

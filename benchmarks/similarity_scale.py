@@ -28,12 +28,10 @@ from lors_distill.core.distill import (
     TrajectoryMatcher,
 )
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
-from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.models import ModelRecipe
 from lors_distill.core.similarity import build_similarity
 
-RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(8, 2, "instancenorm")), 32, 0.1, 0.07
-)
+RECIPE = ModelRecipe.convnet(16, 32, width=8, depth=2)
 
 
 def build(n: int, kind: str, rank: int, batch: int, steps: int) -> Distiller:

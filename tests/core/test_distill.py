@@ -28,7 +28,7 @@ from lors_distill.core.distill import (
 from lors_distill.core.distill.matcher import _mini_batches
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
 from lors_distill.core.losses import soft_loss
-from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.models import ModelRecipe
 from lors_distill.core.similarity import (
     FullSimilarity,
     IdentitySimilarity,
@@ -38,12 +38,7 @@ from lors_distill.core.similarity import (
 )
 
 N, TEXT_DIM, SIZE = 12, 6, 8
-RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", SIZE, False, ConvNetConfig(4, 1, "instancenorm")),
-    TEXT_DIM,
-    0.1,
-    0.07,
-)
+RECIPE = ModelRecipe.convnet(SIZE, TEXT_DIM, width=4, depth=1)
 
 
 def matching_config(**overrides) -> MatchingConfig:
@@ -481,12 +476,7 @@ def test_a_finished_run_can_be_extended_exactly(tmp_path):
 def test_bf16_channels_last_gradient_matches_fp32():
     """The fast path (bf16 autocast encoders, NHWC images) gives the fp32 path's matching
     gradient w.r.t. the synthetic images: cosine > 0.99 on the same batches and trajectory."""
-    recipe = ModelRecipe(
-        ImageEncoderSpec("convnet", 16, False, ConvNetConfig(16, 2, "instancenorm")),
-        TEXT_DIM,
-        0.1,
-        0.07,
-    )
+    recipe = ModelRecipe.convnet(16, TEXT_DIM, width=16, depth=2)
     trajectory = flatten_parameters(recipe.build(1))
     drift = 0.02 * torch.randn(trajectory.shape, generator=torch.Generator().manual_seed(2))
     grads = {}

@@ -9,17 +9,12 @@ from lors_distill.core.evaluate import (
     SmallSet,
     evaluate_small_set,
 )
-from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.models import ModelRecipe
 from lors_distill.core.retrieval import evaluate_model
 from lors_distill.core.similarity import IdentitySimilarity
 from tests.core.test_experts import scene_split
 
-RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(width=16, depth=2, norm="instancenorm")),
-    48,
-    0.1,
-    0.07,
-)
+RECIPE = ModelRecipe.convnet(16, 48, width=16, depth=2)
 CONFIG = EvalTrainingConfig(
     epochs=30,
     batch_size=64,

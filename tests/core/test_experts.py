@@ -6,7 +6,7 @@ from lors_distill.core.data import ImageTextSplit, Normalizer
 from lors_distill.core.experts import ExpertTrainingConfig, epoch_pairs, train_expert
 from lors_distill.core.flat import flatten_parameters
 from lors_distill.core.images import hwc_to_tensor
-from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.models import ModelRecipe
 from lors_distill.core.scenes import generate_scenes
 
 
@@ -46,12 +46,7 @@ def training_config(epochs: int = 4, **overrides) -> ExpertTrainingConfig:
     return ExpertTrainingConfig(**values)
 
 
-RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(width=16, depth=2, norm="instancenorm")),
-    48,
-    0.1,
-    0.07,
-)
+RECIPE = ModelRecipe.convnet(16, 48, width=16, depth=2)
 
 
 @pytest.fixture(scope="module")

@@ -268,3 +268,10 @@ def test_names_no_family_registers_fail_validation_with_the_registered_ones():
     }
     with pytest.raises(ParameterError, match=r"evaluation\.cross_arch\.image_encoder"):
         parse_section("evaluation", evaluation)
+
+
+def test_the_convnet_shortcut_is_the_hand_written_recipe():
+    assert ModelRecipe.convnet(16, 12, width=8, depth=2) == tiny_recipe()
+    plain = ModelRecipe.convnet(8, 6, width=4, depth=1, norm="none", dropout=0.0)
+    assert plain.encoder.convnet == ConvNetConfig(4, 1, "none")
+    assert (plain.dropout, plain.temperature) == (0.0, 0.07)

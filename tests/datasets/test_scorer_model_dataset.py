@@ -6,17 +6,12 @@ import pytest
 import torch
 
 from lors_distill.core.data import Normalizer
-from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.models import ModelRecipe
 from lors_distill.core.retrieval import evaluate_model, recall_at_k
 from lors_distill.core.scorer import scorer_bundle, scorer_from_bundle
 from lors_distill.datasets import ScorerModelDataset
 
-RECIPE = ModelRecipe(
-    ImageEncoderSpec("convnet", 16, False, ConvNetConfig(width=8, depth=2, norm="instancenorm")),
-    24,
-    0.1,
-    0.07,
-)
+RECIPE = ModelRecipe.convnet(16, 24, width=8, depth=2)
 NORMALIZER = Normalizer((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
 
 

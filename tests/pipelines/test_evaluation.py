@@ -123,12 +123,10 @@ def test_full_data_is_scored_on_the_evaluation_device(monkeypatch):
 
     from lors_distill.core.bundle import TensorBundle
     from lors_distill.core.flat import flatten_parameters
-    from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+    from lors_distill.core.models import ModelRecipe
     from lors_distill.pipelines.evaluation import nodes
 
-    recipe = ModelRecipe(
-        ImageEncoderSpec("convnet", 8, False, ConvNetConfig(4, 1, "none")), 6, 0.0, 0.07
-    )
+    recipe = ModelRecipe.convnet(8, 6, width=4, depth=1, norm="none", dropout=0.0)
     trajectory = TensorBundle(
         {
             "trajectory": flatten_parameters(recipe.build(seed=3))[None],

@@ -395,6 +395,21 @@ class ModelRecipe:
     dropout: float
     temperature: float
 
+    @classmethod
+    def convnet(
+        cls,
+        image_size: int,
+        text_dim: int,
+        width: int,
+        depth: int,
+        norm: str = "instancenorm",
+        dropout: float = 0.1,
+        temperature: float = 0.07,
+    ) -> ModelRecipe:
+        """A from-scratch ConvNet dual encoder (the shape tests and benchmarks build by hand)."""
+        spec = ImageEncoderSpec("convnet", image_size, False, ConvNetConfig(width, depth, norm))
+        return cls(spec, text_dim, dropout, temperature)
+
     def build(self, seed: int) -> DualEncoder:
         """A fresh model whose random initialisation depends only on ``seed``."""
         with seeded_rng(seed):
