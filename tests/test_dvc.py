@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.kedro_helpers import PROJECT_ROOT
+from tests.processes import run_ok
 
 STAGES = {"ingestion", "features", "experts", "distillation", "baselines", "evaluation"}
 
 
 def sh(args: list[str], cwd: Path, env: dict) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    done = run_ok(args, 900, cwd=cwd, env=env)
     return done.stdout + done.stderr
 
 

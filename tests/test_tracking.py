@@ -3,7 +3,6 @@
 import http.server
 import re
 import socket
-import subprocess
 import sys
 import threading
 
@@ -14,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from lors_distill import tracking
 from lors_distill.datasets import tracked
 from tests.kedro_helpers import run_kedro
+from tests.processes import run_ok
 
 
 def _closed_port() -> int:
@@ -94,12 +94,7 @@ def test_runs_left_running_by_a_dead_process_are_marked_failed(project_copy):
     run_kedro(project_copy, ["ingestion"])  # creates the store and the experiment
     client = MlflowClient(tracking_uri=f"sqlite:///{project_copy / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lors_distill")
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    dead = run_ok([sys.executable, "-c", "import os; print(os.getpid())"], 60)
     tags = {tracking.HOST_TAG: socket.gethostname()}
     killed = client.create_run(
         experiment.experiment_id, tags={**tags, tracking.PID_TAG: dead.stdout.strip()}

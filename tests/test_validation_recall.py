@@ -2,12 +2,12 @@
 
 import importlib.util
 import json
-import subprocess
 import sys
 
 import pytest
 
 from tests.kedro_helpers import PROJECT_ROOT
+from tests.processes import run, run_ok
 
 SCRIPT = PROJECT_ROOT / "benchmarks" / "validation_recall.py"
 
@@ -36,13 +36,9 @@ def test_last_and_best_validation_recall_over_seeds():
 def test_cli_prints_a_table_and_fails_clearly_on_an_empty_folder(tmp_path):
     (tmp_path / "lors.json").write_text(json.dumps(_report([{"20": 1.5, "100": 2.5}])))
     (tmp_path / "external.json").write_text(json.dumps({"method": "external", "skipped": "x"}))
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, check=True
-    )
+    done = run_ok([sys.executable, str(SCRIPT), str(tmp_path)], 120)
     assert "| lors | 2.50 ± 0.00 | 2.50 ± 0.00 | 1 |" in done.stdout
     assert "external" not in done.stdout
-    empty = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True
-    )
+    empty = run([sys.executable, str(SCRIPT), str(tmp_path / "none")], 120)
     assert empty.returncode != 0
     assert "no evaluation reports" in empty.stderr

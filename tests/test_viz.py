@@ -14,13 +14,10 @@ and dies with pytest even if pytest is killed.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +33,7 @@ from kedro_viz.constants import VIZ_DEPLOY_TIME_LIMIT
 from PIL import Image, ImageStat
 
 from tests.kedro_helpers import PROJECT_ROOT, make_project_copy
+from tests.processes import run as run_group
 
 # Kedro's layers in data-flow order; kedro-viz draws them as bands only if they form no cycle
 LAYERS = ["intermediate", "feature", "models", "model_output", "reporting"]
@@ -90,8 +88,6 @@ VIZ_BUILD_DONE = "Kedro-Viz build files have been added to the `build` directory
 # virtual ms Chromium gives the page per try: each retry waits longer for the layout worker
 BUDGETS_MS = (20_000, 40_000, 80_000, 160_000)
 CHROMIUM_TIMEOUT_S = 180  # real seconds for one Chromium run
-# prctl(PR_SET_PDEATHSIG, SIGKILL) in a child: it dies with pytest, even when pytest is killed
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _chromium() -> str:
@@ -102,38 +98,6 @@ def _chromium() -> str:
             pytest.fail(f"LORS_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
     return found
-
-
-def _die_with_parent() -> None:  # in the child, between fork and exec
-    _PRCTL(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG; kept across exec
-
-
-def _run_group(command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """``subprocess.run`` in a new process group, all of it killed on timeout or on the way out.
-
-    Killing only the direct child leaves Chromium's renderers and kedro-viz's build process
-    behind; the group takes them too. A new group no longer gets the signals sent to pytest's
-    group, so on Linux the child is also killed when pytest dies (Chromium's own helpers then
-    exit with it). Raises ``subprocess.TimeoutExpired`` like ``run``.
-    """
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, led by process.pid
-        preexec_fn=_die_with_parent if _PRCTL is not None else None,
-        **kwargs,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is still running
-        if process.returncode is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.communicate(timeout=30)  # reap it and close the pipes
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -155,7 +119,7 @@ def site(tmp_path_factory) -> Iterator[tuple[Path, str, str]]:
     command = [sys.executable, "-m", "kedro", "viz", "build"]
     try:
         # kedro-viz gives up (and says so) after VIZ_DEPLOY_TIME_LIMIT: wait a bit longer
-        done = _run_group(command, VIZ_DEPLOY_TIME_LIMIT + 120, cwd=project, env=env)
+        done = run_group(command, VIZ_DEPLOY_TIME_LIMIT + 120, cwd=project, env=env)
     except subprocess.TimeoutExpired as timeout:
         pytest.fail(f"`kedro viz build` still running after {timeout.timeout:.0f} s (killed)")
     output = done.stdout + done.stderr
@@ -198,7 +162,7 @@ def _headless(chromium: str, profile: Path, budget_ms: int, *args: str) -> tuple
         *args,
     ]
     try:
-        done = _run_group(command, CHROMIUM_TIMEOUT_S)
+        done = run_group(command, CHROMIUM_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return "", f"chromium still running after {CHROMIUM_TIMEOUT_S} s (killed)"
     if done.returncode != 0:

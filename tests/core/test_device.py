@@ -3,7 +3,6 @@
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import pytest
@@ -14,6 +13,7 @@ from lors_distill.core.config import parse_section
 from lors_distill.core.device import seeded_rng, tf32_matmuls
 from lors_distill.pipelines.distillation import nodes
 from tests.params import base_params
+from tests.processes import run_ok
 
 CUDA = torch.device("cuda")  # the flags are process settings: setting them needs no GPU
 
@@ -89,14 +89,7 @@ print(json.dumps({"tuned": tuned, "again": again, "bytes": state.numpy().tobytes
 
 def _train_in_child(env_value: str) -> dict:
     env = {**os.environ, "LORS_KEEP_FREED_MEMORY": env_value}
-    out = subprocess.run(
-        [sys.executable, "-c", _TRAIN_AND_REPORT],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        timeout=120,
-    )
+    out = run_ok([sys.executable, "-c", _TRAIN_AND_REPORT], 120, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

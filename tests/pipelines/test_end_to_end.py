@@ -21,6 +21,7 @@ from lors_distill.core.distilled import similarity_from_bundle
 from lors_distill.core.retrieval import recall_at_k
 from lors_distill.core.seeding import derive_seed
 from tests.kedro_helpers import make_project_copy, run_kedro
+from tests.processes import run as run_command
 
 METHODS = ["lors", "tesla_vl", "mtt_vl", "random", "herding", "k_center", "forgetting", "full_data"]
 CONTROLS = ["lors_hard", "random_teacher"]
@@ -282,14 +283,7 @@ def _cli_env(**extra: str) -> dict[str, str]:
 
 
 def _kedro(project: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(KEDRO), "run", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_command([str(KEDRO), "run", *args], 900, cwd=project, env=env)
 
 
 def _kill_when(project: Path, args: list[str], env: dict[str, str], ready) -> bool:

@@ -1,6 +1,5 @@
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from lors_distill.core.flat import ParameterLayout
 from lors_distill.core.models import ModelRecipe
 from lors_distill.provenance import StaleExpertError
 from tests.kedro_helpers import run_kedro
+from tests.processes import run_ok
 
 EXPERTS = "data/06_models/experts"
 
@@ -120,8 +120,5 @@ def test_parallel_runner_gives_the_same_trajectories(prepared):
     command = [str(Path(sys.executable).parent / "kedro"), "run", "--env", "test"]
     command += ["--pipelines", "experts", "--runner", "ParallelRunner"]
     env = {**os.environ, "LORS_WORKER_THREADS": str(torch.get_num_threads())}
-    done = subprocess.run(
-        command, cwd=project, capture_output=True, text=True, timeout=600, env=env
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_ok(command, 600, cwd=project, env=env)
     assert [trajectory_bytes(project, i) for i in range(2)] == sequential
