@@ -1,27 +1,24 @@
-"""Parameter sections as the project ships them (conf/base), for tests to tweak."""
+"""Parameter sections as the project ships them, for tests to tweak: the one way tests load
+parameters, through the project's own config loader (its resolvers and soft merge included)."""
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 
-import yaml
+from lors_distill.config_loader import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def base_params(env: str | None = None) -> dict:
-    """All ``parameters_*.yml`` of ``conf/base``, deep-merged with ``conf/<env>`` if given."""
-    params: dict = {}
-    for folder in ["base"] + ([env] if env else []):
-        for path in sorted((CONF / folder).glob("parameters_*.yml")):
-            _merge(params, yaml.safe_load(path.read_text()) or {})
-    return copy.deepcopy(params)
-
-
-def _merge(into: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
+def base_params(env: str | None = None, runtime_params: dict | None = None) -> dict:
+    """The merged parameters exactly as ``kedro run [--env <env>] [--params ...]`` sees them:
+    ``conf/base`` alone without ``env`` (never a developer's ``conf/local``), else ``conf/base``
+    merged with ``conf/<env>``. A deep copy: tests may change it freely."""
+    loader = CONFIG_LOADER_CLASS(
+        conf_source=str(CONF),
+        env=env or CONFIG_LOADER_ARGS["base_env"],
+        runtime_params=runtime_params or {},
+        **CONFIG_LOADER_ARGS,
+    )
+    return copy.deepcopy(dict(loader["parameters"]))

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from kedro.config import OmegaConfigLoader
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -32,9 +31,9 @@ from lors_distill.core.bundle import load_bundle
 from lors_distill.core.config import ParameterError, parse_section, validate_parameters
 from lors_distill.core.ingest import ingest
 from lors_distill.core.text_encoders import blip_caption
-from lors_distill.settings import CONFIG_LOADER_ARGS
 from tests.folders import captions_for, make_karpathy_folder, write_image
-from tests.kedro_helpers import PROJECT_ROOT, make_project_copy, run_kedro
+from tests.kedro_helpers import make_project_copy, run_kedro
+from tests.params import base_params
 from tests.tiny_models import save_tiny_bert
 
 # PAPER.md section 3, written out independently of the YAML. COCO: where PAPER.md names only
@@ -77,13 +76,7 @@ ENVS = list(PRESETS)
 
 def load_parameters(env: str, runtime_params: dict | None = None) -> dict:
     """The merged parameters exactly as ``kedro run --env <env> --params ...`` sees them."""
-    loader = OmegaConfigLoader(
-        conf_source=str(PROJECT_ROOT / "conf"),
-        env=env,
-        runtime_params=runtime_params or {},
-        **CONFIG_LOADER_ARGS,
-    )
-    return loader["parameters"]
+    return base_params(env, runtime_params)
 
 
 def cli_params(text: str) -> dict:
