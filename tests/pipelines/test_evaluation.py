@@ -1,10 +1,9 @@
 """Evaluation summary nodes: the per-budget archive and the recall-vs-budget plot."""
 
+from lors_distill.core.reports import METRICS, setup_id
 from lors_distill.pipelines.evaluation.nodes import (
-    METRICS,
     archive_budget,
     plot_recall_vs_budget,
-    setup_id,
     summarise_evaluation,
 )
 from tests.params import base_params

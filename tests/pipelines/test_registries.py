@@ -7,8 +7,8 @@ def test_a_registered_coreset_method_becomes_a_set_and_an_evaluated_row(monkeypa
     """The registry is the one list of coreset methods: the baselines pipeline writes one set
     per entry, the evaluation pipeline evaluates it, and the report orders it."""
     from lors_distill.core import coresets
+    from lors_distill.core.reports import report_order
     from lors_distill.pipelines.baselines.pipeline import create_pipeline as baselines
-    from lors_distill.pipelines.evaluation.nodes import report_order
     from lors_distill.pipelines.evaluation.pipeline import create_pipeline as evaluation
 
     assert list(coresets.CORESET_METHODS) == ["random", "herding", "k_center", "forgetting"]

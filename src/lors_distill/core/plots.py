@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -61,5 +62,85 @@ def distillation_curves(history: pd.DataFrame) -> Figure:
     lr_axis.set_ylabel("learned inner learning rate")
     lr_axis.legend(fontsize="small")
     lr_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def recall_bars(done: Sequence[dict[str, Any]]) -> Figure:
+    """Mean recall per evaluated set, last epoch and (hatched) the validation-chosen epoch."""
+    figure = Figure(figsize=(9, 4))
+    axis = figure.add_subplot()
+    names = [r["method"] for r in done]
+    positions = range(len(names))
+    colours = [
+        "tab:red" if n == "lors" else "tab:grey" if n == "full_data" else "tab:blue" for n in names
+    ]
+    width = 0.4
+    axis.bar(
+        [x - width / 2 for x in positions],
+        [r["mean"]["mean_recall"] for r in done],
+        width,
+        yerr=[r["std"]["mean_recall"] for r in done],
+        capsize=3,
+        color=colours,
+        label="last epoch",
+    )
+    chosen = [
+        (x, r["val_selected"]) for x, r in zip(positions, done, strict=True) if "val_selected" in r
+    ]
+    if chosen:
+        axis.bar(
+            [x + width / 2 for x, _ in chosen],
+            [c["mean"]["mean_recall"] for _, c in chosen],
+            width,
+            yerr=[c["std"]["mean_recall"] for _, c in chosen],
+            capsize=3,
+            color=[colours[x] for x, _ in chosen],
+            alpha=0.45,
+            hatch="//",
+            label="epoch chosen on validation",
+        )
+        axis.legend(fontsize=8)
+    axis.set_xticks(list(positions), names, rotation=30)
+    axis.set_ylabel("mean of IR/TR Recall@1/5/10 (%)")
+    axis.set_title(
+        "Retrieval on the test split after training on each set (error bars: std over seeds)",
+        fontsize=10,
+    )
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def recall_vs_budget_figure(entries: Sequence[dict[str, Any]], methods: Sequence[str]) -> Figure:
+    """Mean recall (± std over seeds) against the number of pairs, one line per method of
+    ``methods`` (``entries``: the archived budgets of one setup, by number of pairs), with the
+    full-data bound."""
+    figure = Figure(figsize=(7, 4.5))
+    axis = figure.add_subplot()
+    for method in methods:
+        points = [e for e in entries if f"{method}.mean_recall.mean" in e]
+        if points:
+            axis.errorbar(
+                [e["num_pairs"] for e in points],
+                [e[f"{method}.mean_recall.mean"] for e in points],
+                yerr=[e[f"{method}.mean_recall.std"] for e in points],
+                marker="o",
+                capsize=3,
+                label=method,
+                linewidth=2.5 if method == "lors" else 1.2,
+            )
+    full = [e["full_data.mean_recall.mean"] for e in entries if "full_data.mean_recall.mean" in e]
+    if full:
+        axis.axhline(full[-1], color="grey", linestyle="--", label="full data (experts)")
+    axis.set_xscale("log")
+    axis.set_xlabel("pairs in the set (distillation.num_pairs)")
+    axis.set_ylabel("mean of IR/TR Recall@1/5/10 (%)")
+    title = "Retrieval vs budget (error bars: std over seeds)"
+    if len(entries) < 2:
+        title += "\none budget so far: rerun with --params distillation.num_pairs=<N> to add one"
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,43 +27,20 @@ from lors_distill.core.evaluate import (
     evaluate_small_set,
 )
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.plots import recall_bars, recall_vs_budget_figure
+from lors_distill.core.reports import (
+    SELECTION,
+    budget_entry,
+    comparison,
+    setup_id,
+    summarise_runs,
+)
 from lors_distill.core.retrieval import evaluate_model
 from lors_distill.core.scorer import scorer_bundle
 from lors_distill.core.seeding import derive_seed
 from lors_distill.core.similarity import IdentitySimilarity
 
 logger = logging.getLogger(__name__)
-
-METRICS = ("ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall")
-SELECTION = "last epoch (no model selection on the test split)"
-VAL_SELECTION = "epoch with the best validation mean recall, scored on the test split"
-
-
-def _mean_std(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    frame = pd.DataFrame(runs)[list(METRICS)]
-    return {
-        "mean": {k: round(float(v), 4) for k, v in frame.mean().items()},
-        "std": {k: round(float(v), 4) for k, v in frame.std(ddof=0).items()},
-    }
-
-
-def summarise_runs(method: str, runs: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    """Mean and (population) std over runs, in percent, plus the runs themselves.
-
-    Runs that carry ``val_selected`` (see :func:`lors_distill.core.evaluate.evaluate_small_set`)
-    also give a ``val_selected`` summary: the same statistics at the validation-chosen epochs.
-    """
-    last = [{k: v for k, v in run.items() if k != "val_selected"} for run in runs]
-    summary = {"method": method, **_mean_std(last), "runs": last, **extra}
-    if runs and all("val_selected" in run for run in runs):
-        chosen = [run["val_selected"] for run in runs]
-        summary["val_selected"] = {
-            **_mean_std(chosen),
-            "epochs": [run["epoch"] for run in chosen],
-            "runs": chosen,
-            "selection": VAL_SELECTION,
-        }
-    return summary
 
 
 @dataclass
@@ -291,29 +266,6 @@ def evaluate_full_data(
     )
 
 
-def report_order() -> tuple[str, ...]:
-    """The rows of the comparison, in order (the coreset methods as registered, so a method
-    registered after this module was imported is reported too)."""
-    return (
-        *METHODS,  # lors, tesla_vl, mtt_vl
-        *CORESET_METHODS,  # random, herding, k_center, forgetting
-        "lors_hard",
-        "random_teacher",
-        "lors_cross_arch",
-        "external",
-        "full_data",
-    )
-
-
-def _table_lines(rows: list[tuple[str, dict[str, Any], int]]) -> list[str]:
-    header = "| method | IR@1 | IR@5 | IR@10 | TR@1 | TR@5 | TR@10 | mean | runs |"
-    lines = [header, "|" + "---|" * 9]
-    for method, stats, runs in rows:
-        cells = [f"{stats['mean'][m]:.2f} ± {stats['std'][m]:.2f}" for m in METRICS]
-        lines.append("| " + " | ".join([method, *cells, str(runs)]) + " |")
-    return lines
-
-
 def summarise_evaluation(
     *results: dict[str, Any],
 ) -> tuple[dict[str, float], str, pd.DataFrame, Figure]:
@@ -323,126 +275,15 @@ def summarise_evaluation(
     epoch chosen on the validation split (``<method>.val_epoch.<metric>.<stat>``); both are
     scored on the test split.
     """
-    done = sorted(
-        (r for r in results if "skipped" not in r), key=lambda r: report_order().index(r["method"])
-    )
-    metrics = {
-        f"{r['method']}.{metric}.{stat}": r[stat][metric]
-        for r in done
-        for metric in METRICS
-        for stat in ("mean", "std")
-    }
-    selected = [r for r in done if "val_selected" in r]
-    metrics.update(
-        {
-            f"{r['method']}.val_epoch.{metric}.{stat}": r["val_selected"][stat][metric]
-            for r in selected
-            for metric in METRICS
-            for stat in ("mean", "std")
-        }
-    )
-    rows = []
-    for r in done:
-        row = {"method": r["method"]}
-        row.update({m: f"{r['mean'][m]:.2f} ± {r['std'][m]:.2f}" for m in METRICS})
-        row["runs"] = len(r["runs"])
-        if "val_selected" in r:
-            chosen = r["val_selected"]
-            row.update(
-                {
-                    f"val_epoch_{m}": f"{chosen['mean'][m]:.2f} ± {chosen['std'][m]:.2f}"
-                    for m in METRICS
-                }
-            )
-            row["val_epochs"] = " ".join(str(e) for e in chosen["epochs"])
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    pairs = {r["num_pairs"] for r in done if "num_pairs" in r}
-    budget = ", ".join(str(p) for p in sorted(pairs))
-    markdown = (
-        f"Recall@K in percent on the test split, mean ± std over fresh models ({budget} pairs; "
-        f"{SELECTION}; full_data: the experts themselves).\n\n"
-        + "\n".join(_table_lines([(r["method"], r, len(r["runs"])) for r in done]))
-        + "\n"
-    )
-    if selected:
-        markdown += (
-            f"\nThe same models at the {VAL_SELECTION} (chosen epochs per seed in "
-            "comparison_table.csv, column val_epochs):\n\n"
-            + "\n".join(
-                _table_lines([(r["method"], r["val_selected"], len(r["runs"])) for r in selected])
-            )
-            + "\n"
-        )
-    machines = sorted({r["machine"] for r in done if "machine" in r})
-    if machines:
-        markdown += "\nComputed with " + "; ".join(machines) + ".\n"
-    return metrics, markdown, table, _recall_bars(done)
-
-
-def _recall_bars(done: list[dict[str, Any]]) -> Figure:
-    figure = Figure(figsize=(9, 4))
-    axis = figure.add_subplot()
-    names = [r["method"] for r in done]
-    positions = range(len(names))
-    colours = [
-        "tab:red" if n == "lors" else "tab:grey" if n == "full_data" else "tab:blue" for n in names
-    ]
-    width = 0.4
-    axis.bar(
-        [x - width / 2 for x in positions],
-        [r["mean"]["mean_recall"] for r in done],
-        width,
-        yerr=[r["std"]["mean_recall"] for r in done],
-        capsize=3,
-        color=colours,
-        label="last epoch",
-    )
-    chosen = [
-        (x, r["val_selected"]) for x, r in zip(positions, done, strict=True) if "val_selected" in r
-    ]
-    if chosen:
-        axis.bar(
-            [x + width / 2 for x, _ in chosen],
-            [c["mean"]["mean_recall"] for _, c in chosen],
-            width,
-            yerr=[c["std"]["mean_recall"] for _, c in chosen],
-            capsize=3,
-            color=[colours[x] for x, _ in chosen],
-            alpha=0.45,
-            hatch="//",
-            label="epoch chosen on validation",
-        )
-        axis.legend(fontsize=8)
-    axis.set_xticks(list(positions), names, rotation=30)
-    axis.set_ylabel("mean of IR/TR Recall@1/5/10 (%)")
-    axis.set_title(
-        "Retrieval on the test split after training on each set (error bars: std over seeds)",
-        fontsize=10,
-    )
-    axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    return figure
-
-
-# what makes budgets comparable: same data, text features, model, experts and evaluation
-_SETUP_IGNORED = {"device", "num_workers", "external_set", "cross_arch"}
-
-
-def setup_id(*sections: dict[str, Any]) -> str:
-    """A short hash of the parameter sections that must match for two budgets to share a plot
-    (the run-time-only keys such as ``device`` left out)."""
-    cleaned = [{k: v for k, v in s.items() if k not in _SETUP_IGNORED} for s in sections]
-    return hashlib.sha256(json.dumps(cleaned, sort_keys=True).encode()).hexdigest()[:8]
+    metrics, markdown, table, done = comparison(results)
+    return metrics, markdown, table, recall_bars(done)
 
 
 def archive_budget(
     metrics: dict[str, float], lors_evaluation: dict[str, Any], *sections: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """This run's entry of the per-budget archive: ``pairs_<N>_<setup>`` -> metrics."""
-    num_pairs = int(lors_evaluation["num_pairs"])
-    setup = setup_id(*sections)
-    return {f"pairs_{num_pairs:05d}_{setup}": {"num_pairs": num_pairs, "setup": setup, **metrics}}
+    return budget_entry(metrics, lors_evaluation, *sections)
 
 
 def plot_recall_vs_budget(
@@ -456,31 +297,4 @@ def plot_recall_vs_budget(
         (entry for load in budgets.values() if (entry := load()).get("setup") == setup),
         key=lambda e: e["num_pairs"],
     )
-    figure = Figure(figsize=(7, 4.5))
-    axis = figure.add_subplot()
-    for method in (*METHODS, *CORESET_METHODS):  # the methods compared across budgets
-        points = [e for e in entries if f"{method}.mean_recall.mean" in e]
-        if points:
-            axis.errorbar(
-                [e["num_pairs"] for e in points],
-                [e[f"{method}.mean_recall.mean"] for e in points],
-                yerr=[e[f"{method}.mean_recall.std"] for e in points],
-                marker="o",
-                capsize=3,
-                label=method,
-                linewidth=2.5 if method == "lors" else 1.2,
-            )
-    full = [e["full_data.mean_recall.mean"] for e in entries if "full_data.mean_recall.mean" in e]
-    if full:
-        axis.axhline(full[-1], color="grey", linestyle="--", label="full data (experts)")
-    axis.set_xscale("log")
-    axis.set_xlabel("pairs in the set (distillation.num_pairs)")
-    axis.set_ylabel("mean of IR/TR Recall@1/5/10 (%)")
-    title = "Retrieval vs budget (error bars: std over seeds)"
-    if len(entries) < 2:
-        title += "\none budget so far: rerun with --params distillation.num_pairs=<N> to add one"
-    axis.set_title(title, fontsize=10)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    return figure
+    return recall_vs_budget_figure(entries, (*METHODS, *CORESET_METHODS))
