@@ -88,3 +88,24 @@ def test_forgetting_counts_do_not_depend_on_the_global_rng():
     first = count(global_seed=10)
     assert torch.equal(first, count(global_seed=99))
     assert first.sum() > 0  # events were counted: training and dropout really ran
+
+
+def test_teacher_similarity_is_the_scaled_cosine_with_a_unit_diagonal():
+    from lors_distill.core.coresets import teacher_similarity
+    from lors_distill.core.models import ModelRecipe
+
+    model = ModelRecipe.convnet(8, 6, width=4, depth=1, dropout=0.0).build(seed=0)
+    generator = torch.Generator().manual_seed(1)
+    images, texts = (
+        torch.randn(5, 3, 8, 8, generator=generator),
+        torch.randn(5, 6, generator=generator),
+    )
+    scaled = teacher_similarity(model, images, texts)
+    with torch.no_grad():
+        cosine = model.encode_image(images) @ model.encode_text(texts).T
+    expected = (cosine - cosine.min()) / (cosine.max() - cosine.min())
+    off = ~torch.eye(5, dtype=torch.bool)
+    torch.testing.assert_close(scaled[off], expected[off])
+    assert torch.equal(scaled.diagonal(), torch.ones(5))
+    assert float(scaled.min()) >= 0.0
+    assert float(scaled.max()) == 1.0

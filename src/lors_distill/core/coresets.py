@@ -154,6 +154,20 @@ def select_forgetting(events: torch.Tensor, count: int, generator: torch.Generat
     return torch.tensor(order[:count])
 
 
+def teacher_similarity(
+    model: DualEncoder, images: torch.Tensor, texts: torch.Tensor
+) -> torch.Tensor:
+    """Soft targets from a trained model (the ``random_teacher`` control): its cosine similarity
+    between every image and text of a set (images already normalised), min-max scaled over the
+    whole matrix to ``[0, 1]``, with the diagonal set to 1 (each image's own caption stays a full
+    positive)."""
+    model.eval()
+    with torch.no_grad():
+        cosine = model.encode_image(images) @ model.encode_text(texts).T
+    scaled = (cosine - cosine.min()) / (cosine.max() - cosine.min()).clamp(min=1e-8)
+    return scaled.fill_diagonal_(1.0)
+
+
 # ------------------------------------------------------------------------------- registry
 
 

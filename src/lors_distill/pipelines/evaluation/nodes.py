@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from lors_distill.core.artifacts import expert_model
 from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle
 from lors_distill.core.config import parse_section, to_dataclass
-from lors_distill.core.coresets import CORESET_METHODS
+from lors_distill.core.coresets import CORESET_METHODS, teacher_similarity
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import describe_machine, resolve_device
 from lors_distill.core.distill import METHODS
@@ -223,11 +223,7 @@ def make_random_teacher_set(
     """
     config = parse_section("evaluation", params)
     model, _ = expert_model(trajectories[config.teacher_expert])
-    model.eval()
-    with torch.no_grad():
-        cosine = model.encode_image(random_set["images"]) @ model.encode_text(random_set["texts"]).T
-    scaled = (cosine - cosine.min()) / (cosine.max() - cosine.min()).clamp(min=1e-8)
-    scaled.fill_diagonal_(1.0)
+    scaled = teacher_similarity(model, random_set["images"], random_set["texts"])
     return TensorBundle(
         {**random_set.tensors, "similarity.weight": scaled},
         {
