@@ -11,7 +11,7 @@ import torch
 from lors_distill.core import device as device_module
 from lors_distill.core.config import parse_section
 from lors_distill.core.device import seeded_rng, tf32_matmuls
-from lors_distill.pipelines.distillation import nodes
+from lors_distill.core.distill import setup
 from tests.params import base_params
 from tests.processes import run_ok
 
@@ -45,9 +45,9 @@ def test_tf32_is_scoped_to_the_block_and_explicit_both_ways():
     ],
 )
 def test_auto_resolves_per_device(monkeypatch, device, native_bf16, overrides, expected):
-    monkeypatch.setattr(nodes, "bf16_supported", lambda _device: native_bf16)
+    monkeypatch.setattr(setup, "bf16_supported", lambda _device: native_bf16)
     config = parse_section("distillation", {**base_params()["distillation"], **overrides})
-    matching = nodes.fast_path(config, torch.device(device))
+    matching = setup.fast_path(config, torch.device(device))
     assert (matching.precision, matching.channels_last) == expected
 
 
