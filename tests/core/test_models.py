@@ -256,7 +256,7 @@ def test_names_no_family_registers_fail_validation_with_the_registered_ones():
     from lors_distill.core.config import ParameterError, parse_section
     from tests.params import base_params
 
-    for name in ["resnet:18", "convnet:8", "timm:", "timm"]:
+    for name in ["resnet:18", "convnet:8", "convnet:", "timm:", "timm"]:
         model = base_params()["model"]
         model["image_encoder"] = name
         with pytest.raises(ParameterError, match=r"model\.image_encoder.*use 'convnet', 'timm"):

@@ -277,7 +277,8 @@ def check_image_encoder_name(name: str) -> str:
     ``ValueError`` saying how the registered names are written."""
     prefix, colon, argument = name.partition(":")
     entry = _REGISTRY.get(prefix)
-    if entry is None or (bool(argument) if colon else False) != entry.takes_argument:
+    written_right = bool(argument) if entry and entry.takes_argument else not colon
+    if entry is None or not written_right:
         raise ValueError(f"use {_usage()}")
     return name
 
