@@ -39,10 +39,13 @@ from lors_distill.core.device import resolve_device
 __all__ = [
     "CAPTION_CLEANERS",
     "TextEncoder",
+    "TextEncoderOptions",
     "blip_caption",
     "build_text_encoder",
+    "check_text_encoder_spec",
     "clean_caption",
     "encode_unique",
+    "register_text_encoder",
     "resolve_device",
 ]
 
