@@ -76,14 +76,12 @@ def fast_path(config: DistillationParams, device: torch.device) -> MatchingConfi
 class DistillationRun:
     """A run ready to start: the outer loop and what the distilled set's metadata records."""
 
-    distiller: Distiller
-    syn: SyntheticSet
+    distiller: Distiller  # holds the synthetic set (.syn) and the expert bank (.bank)
     recipe: ModelRecipe  # the experts' (the set is evaluated with it)
     normalizer: Normalizer
     chosen: torch.Tensor  # the train images the synthetic pairs started from
     runtime: dict[str, Any]  # what ``auto`` resolved to here
     fingerprint: str
-    num_experts: int
 
 
 def prepare_run(
@@ -134,6 +132,4 @@ def prepare_run(
     name = fingerprint(
         config, runtime, trajectories, train_images["images"], train_text_features["embeddings"]
     )
-    return DistillationRun(
-        distiller, syn, recipe, normalizer, chosen, runtime, name, bank.num_experts
-    )
+    return DistillationRun(distiller, recipe, normalizer, chosen, runtime, name)

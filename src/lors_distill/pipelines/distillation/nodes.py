@@ -65,7 +65,7 @@ def distill(
         config.num_pairs,
         config.sim_type,
         config.grad_mode,
-        run.num_experts,
+        run.distiller.bank.num_experts,
         config.iterations,
         checkpoint,
     )
@@ -80,7 +80,7 @@ def distill(
         )
     history = pd.DataFrame(rows)
     distilled = to_bundle(
-        run.syn,
+        run.distiller.syn,
         {
             "method": method,
             "image_mean": list(run.normalizer.mean),
@@ -97,7 +97,7 @@ def distill(
     summary = {
         **distilled.metadata,
         "learned_lrs": distilled["lrs"].tolist(),
-        **similarity_stats(run.syn.similarity),
+        **similarity_stats(run.distiller.syn.similarity),
         "matching_loss_first10": float(first_loss),
         "matching_loss_last10": float(last_loss),
         "tensors": {name: list(t.shape) for name, t in distilled.tensors.items()},
