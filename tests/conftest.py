@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import os
+
+# pytest runs two workers (pyproject addopts ``-n 2``): one thread each keeps them from
+# oversubscribing two cores (two torch processes with two threads each run many times slower).
+# Set before torch is imported; the kedro, dvc and notebook processes the tests start inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = "1"
+
 from pathlib import Path
 
 import pytest

@@ -45,6 +45,9 @@ def test_dataset_logs_a_pt2_model_that_loads_back_and_scores(tmp_path, monkeypat
         filepath=str(tmp_path / "model.safetensors"), mlflow_model="lors_model"
     )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # this store's own experiment: an earlier test in this process may have made another
+    # store's experiment the active one
+    mlflow.set_experiment("scorer_model_dataset")
     try:
         with mlflow.start_run() as run:
             dataset.save(bundle)
