@@ -50,8 +50,9 @@ def _workload(grad_mode: str = "tesla_one_graph") -> dict:
     import distill_step
     from expert_throughput import one_epoch_config, split
 
+    from lors_distill.config_loader import load_section
     from lors_distill.core.data import Normalizer
-    from lors_distill.core.evaluate import EvalTrainingConfig, SmallSet, train_on_small_set
+    from lors_distill.core.evaluate import SmallSet, train_on_small_set
     from lors_distill.core.experts import train_expert
     from lors_distill.core.models import ModelRecipe
     from lors_distill.core.retrieval import evaluate_model
@@ -71,8 +72,19 @@ def _workload(grad_mode: str = "tesla_one_graph") -> dict:
     caption_image = torch.arange(1000).repeat_interleave(5)
 
     normalizer = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    config = EvalTrainingConfig(100, 128, 0.9, 5e-4, 50, 0.1, "wbce")
-    warm = EvalTrainingConfig(10, 128, 0.9, 5e-4, 50, 0.1, "wbce")
+    config = load_section(
+        "evaluation",
+        distill_step.CONF,
+        "base",
+        epochs=100,
+        batch_size=128,
+        momentum=0.9,
+        weight_decay=5e-4,
+        lr_decay_epoch=50,
+        lr_decay_factor=0.1,
+        loss="wbce",
+    )
+    warm = config.updated(epochs=10)
     train_on_small_set(recipe.build(1), small, warm, 1, cpu)  # warm-up, not timed
     seconds: dict[str, float] = {}
     model = recipe.build(0)

@@ -19,13 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from pathlib import Path
 
 import torch
 
+from lors_distill.config_loader import load_section
 from lors_distill.core.augment import AugmentConfig
+from lors_distill.core.config import ExpertsParams
 from lors_distill.core.data import ImageTextSplit, Normalizer
-from lors_distill.core.experts import ExpertTrainingConfig, train_expert
+from lors_distill.core.experts import train_expert
 from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 CASES = {
     "builtin": dict(encoder="convnet", size=32, text_dim=384, images=2560, rand_augment=False),
@@ -40,9 +45,12 @@ def split(images: int, size: int, text_dim: int, generator: torch.Generator) -> 
     return ImageTextSplit(pixels, text, captions)
 
 
-def one_epoch_config(rand_augment: bool, mixed_precision: bool) -> ExpertTrainingConfig:
+def one_epoch_config(rand_augment: bool, mixed_precision: bool) -> ExpertsParams:
     """One epoch of the paper's expert recipe (SGD lr 0.1, batch 128, crop + flip)."""
-    return ExpertTrainingConfig(
+    return load_section(
+        "experts",
+        CONF,
+        "base",
         epochs=1,
         batch_size=128,
         lr_image=0.1,
@@ -50,7 +58,15 @@ def one_epoch_config(rand_augment: bool, mixed_precision: bool) -> ExpertTrainin
         momentum=0.0,
         weight_decay=0.0,
         captions_per_epoch="random_one",
-        augment=AugmentConfig(True, (0.5, 1.0), True, rand_augment, 2, 5, "torchvision"),
+        augment=AugmentConfig(
+            random_resized_crop=True,
+            crop_scale=(0.5, 1.0),
+            flip=True,
+            rand_augment=rand_augment,
+            rand_augment_ops=2,
+            rand_augment_magnitude=5,
+            rand_augment_style="torchvision",
+        ),
         mixed_precision=mixed_precision,
         eval_batch_size=256,
     )
@@ -73,7 +89,10 @@ def main() -> None:
     val = split(64, case["size"], case["text_dim"], generator)
     recipe = ModelRecipe(
         ImageEncoderSpec(
-            case["encoder"], case["size"], False, ConvNetConfig(32, 3, "instancenorm")
+            case["encoder"],
+            case["size"],
+            False,
+            ConvNetConfig(width=32, depth=3, norm="instancenorm"),
         ),
         case["text_dim"],
         0.1,

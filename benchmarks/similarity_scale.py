@@ -18,12 +18,11 @@ import statistics
 import time
 
 import torch
+from distill_step import step_config  # the sibling benchmark's timed step
 
 from lors_distill.core.distill import (
     Distiller,
     ExpertBank,
-    MatchingConfig,
-    OuterConfig,
     SyntheticSet,
     TrajectoryMatcher,
 )
@@ -46,11 +45,10 @@ def build(n: int, kind: str, rank: int, batch: int, steps: int) -> Distiller:
         0.1,
         build_similarity(kind, n, rank, 3.0, generator),
     )
-    config = MatchingConfig(steps, 1, 2, batch, "wbce", False, "tesla")
+    config = step_config(n, steps, batch, "tesla")
     matcher = TrajectoryMatcher(model, layout, config)
     bank = ExpertBank([trajectory], last_needed=2, device=torch.device("cpu"))
-    outer = OuterConfig(10.0, 10.0, 1e-3, 1.0, 0.5, 1e-4)
-    return Distiller(syn, matcher, bank, outer, generator)
+    return Distiller(syn, matcher, bank, config, generator)
 
 
 def similarity_bytes(distiller: Distiller) -> int:

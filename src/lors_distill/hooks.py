@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +19,8 @@ from kedro_mlflow.framework.hooks import MlflowHook
 from lors_distill import structure, tracking
 from lors_distill.core.config import ParameterError, check_train_size, validate_parameters
 from lors_distill.core.device import keep_freed_memory, worker_threads
+from lors_distill.core.schema import as_logged
+from lors_distill.pipeline_registry import register_pipelines
 from lors_distill.provenance import check_reused_experts, remove_stale_outputs
 
 logger = logging.getLogger(__name__)
@@ -27,9 +30,12 @@ class RunChecksHook:
     """Everything checked before (or as early as possible in) a run, so it stops at once with a
     message naming what is wrong:
 
-    * every parameter section validated into its typed object, cross-section keys included
-      (Kedro passes the merged parameters, config files plus ``--params``, when it builds the
-      catalog, before the first node);
+    * every parameter section (config files plus ``--params``) validated into its typed object,
+      cross-section keys included, as soon as the context exists: before Kedro builds the
+      catalog, and whatever pipelines run (an unknown key, a wrong type or a bad value is named
+      with its full path, every problem at once). Kedro then puts the same objects in the
+      catalog: its typed parameters (Kedro >= 1.7) build each ``params:<section>`` from the
+      class its nodes annotate, so every node receives the validated object;
     * reused expert trajectories against this run's settings and data
       (:func:`~lors_distill.provenance.check_reused_experts`), and under
       ``--only-missing-outputs`` stale downstream outputs removed;
@@ -51,10 +57,13 @@ class RunChecksHook:
         if only_missing:
             remove_stale_outputs(pipeline, catalog)
 
-    @hook_impl
-    def after_catalog_created(self, parameters: dict[str, Any]) -> None:
-        # ``parameters`` maps catalog names (``parameters``, ``params:<key>``) to values
-        self._parsed = validate_parameters((parameters or {}).get("parameters") or {})
+    @hook_impl(tryfirst=True)  # before anything reads context.params (Kedro's own checks)
+    def after_context_created(self, context: KedroContext) -> None:
+        try:
+            raw = context.config_loader["parameters"]
+        except MissingConfigException:
+            raw = {}
+        self._parsed = validate_parameters(raw)
 
     @hook_impl
     def after_node_run(self, outputs: dict[str, Any]) -> None:
@@ -74,13 +83,22 @@ class RunChecksHook:
 
 
 class PipelineStructureHook:
-    """Build the pipelines for this session's parameters (the number of expert nodes)."""
+    """Build the pipelines for this session's parameters (the number of expert nodes) and
+    install them in Kedro's pipeline registry, which the session reads next. The registry then
+    holds exactly these (it no longer loads ``register_pipelines()`` lazily in this process);
+    each later session installs its own."""
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
-        if structure.activate(context.params) and project.PACKAGE_NAME:
-            # forget the pipelines built so far; they are rebuilt on next access
-            project.pipelines.configure(f"{project.PACKAGE_NAME}.pipeline_registry")
+        if not project.PACKAGE_NAME:
+            return
+        count = structure.session_num_experts(context.config_loader["parameters"])
+        if count is None:  # not a positive integer: validation names it; build the configured
+            count = structure.configured_num_experts(Path(context.config_loader.conf_source))
+        built = register_pipelines(count)
+        project.pipelines.configure(None)
+        for name, pipeline in built.items():
+            project.pipelines[name] = pipeline
 
 
 class ProcessSetupHook:
@@ -136,9 +154,11 @@ class TolerantMlflowHook(MlflowHook):
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs, is_async) -> None:
+        # a typed parameter object is logged as the keys and values it was written with
+        logged = {name: as_logged(value) for name, value in inputs.items()}
         tracking.upload(
             f"the parameters of {node.name}",
-            lambda: MlflowHook.before_node_run(self, node, catalog, inputs, is_async),
+            lambda: MlflowHook.before_node_run(self, node, catalog, logged, is_async),
         )
 
     @hook_impl

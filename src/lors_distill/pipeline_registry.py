@@ -13,9 +13,15 @@ from lors_distill.pipelines import (
 )
 
 
-def register_pipelines() -> dict[str, Pipeline]:
-    """Register the project's pipelines; ``__default__`` runs them all in order."""
-    num_experts = structure.num_experts()
+def register_pipelines(num_experts: int | None = None) -> dict[str, Pipeline]:
+    """Register the project's pipelines; ``__default__`` runs them all in order.
+
+    Args:
+        num_experts: the number of expert nodes; None: ``experts.num_experts`` of ``conf/base``
+            + ``conf/local`` (a session installs the pipelines for its own count:
+            :class:`~lors_distill.hooks.PipelineStructureHook`).
+    """
+    num_experts = num_experts or structure.configured_num_experts()
     pipelines = {
         "ingestion": ingestion.create_pipeline(),
         "features": features.create_pipeline(),

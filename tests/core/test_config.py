@@ -2,7 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from lors_distill.core.config import SECTIONS, ParameterError, parse_section, validate_parameters
+from lors_distill.core.config import (
+    SECTIONS,
+    ParameterError,
+    parse_section,
+    validate_parameters,
+)
 from tests.params import base_params
 
 
@@ -117,6 +122,26 @@ def test_registry_backed_names_fail_naming_the_key_and_the_choices():
     augment = {**params["experts"]["augment"], "rand_augment_style": "auto"}
     with pytest.raises(ParameterError, match="experts.augment.rand_augment_style"):
         parse_section("experts", {**params["experts"], "augment": augment})
+    convnet = {**params["model"]["convnet"], "norm": "batchnorm"}
+    with pytest.raises(ParameterError, match="model.convnet.norm") as caught:
+        parse_section("model", {**params["model"], "convnet": convnet})
+    assert "instancenorm, layernorm, none" in str(caught.value)
+
+
+def test_a_registered_convnet_norm_validates_and_builds(monkeypatch):
+    from torch import nn
+
+    from lors_distill.core import models
+
+    monkeypatch.setitem(
+        models.NORMS, "groupnorm2", lambda channels, size: nn.GroupNorm(2, channels)
+    )
+    params = base_params()
+    model = parse_section(
+        "model", {**params["model"], "convnet": {"width": 4, "depth": 1, "norm": "groupnorm2"}}
+    )
+    net = models.ConvNet(model.convnet, 8)
+    assert any(isinstance(layer, nn.GroupNorm) and layer.num_groups == 2 for layer in net.modules())
 
 
 def test_baseline_overrides_take_only_outer_rates_and_the_expert_window():

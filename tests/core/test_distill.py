@@ -1,5 +1,6 @@
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,12 +14,12 @@ from lors_distill.core.bundle import (
     load_bundle,
     save_bundle,
 )
+from lors_distill.core.config import DistillationParams
 from lors_distill.core.distill import (
     DistillationDivergedError,
     Distiller,
     ExpertBank,
-    MatchingConfig,
-    OuterConfig,
+    FastPath,
     SyntheticSet,
     TrajectoryMatcher,
     init_synthetic_pairs,
@@ -36,13 +37,17 @@ from lors_distill.core.similarity import (
     build_similarity,
     similarity_stats,
 )
+from tests.params import section
 
 N, TEXT_DIM, SIZE = 12, 6, 8
 RECIPE = ModelRecipe.convnet(SIZE, TEXT_DIM, width=4, depth=1)
+OUTER = dict(lr_images=10.0, lr_texts=10.0, lr_lr=1e-3, lr_sim=1.0, momentum=0.5, min_inner_lr=1e-4)
 
 
-def matching_config(**overrides) -> MatchingConfig:
+def matching_config(**overrides) -> DistillationParams:
+    """The ``distillation`` parameters of a tiny inner loop, outer SGD as :data:`OUTER`."""
     values = dict(
+        **OUTER,
         syn_steps=4,
         expert_epochs=1,
         max_start_epoch=2,
@@ -53,12 +58,7 @@ def matching_config(**overrides) -> MatchingConfig:
         mini_batch_remainder="keep",
     )
     values.update(overrides)
-    return MatchingConfig(**values)
-
-
-OUTER = OuterConfig(
-    lr_images=10.0, lr_texts=10.0, lr_lr=1e-3, lr_sim=1.0, momentum=0.5, min_inner_lr=1e-4
-)
+    return section("distillation", **{"num_pairs": N, **values})
 
 
 def synthetic(kind="lowrank", seed=0, lr=0.05) -> SyntheticSet:
@@ -355,11 +355,12 @@ def test_tesla_memory_does_not_grow_with_syn_steps():
 # ------------------------------------------------------------------ outer loop
 
 
-def make_distiller(kind="lowrank", seed=1, outer=OUTER) -> Distiller:
+def make_distiller(kind="lowrank", seed=1, **outer) -> Distiller:
     model = RECIPE.build(0)
-    matcher = TrajectoryMatcher(model, ParameterLayout.of(model), matching_config())
+    config = matching_config(**outer)
+    matcher = TrajectoryMatcher(model, ParameterLayout.of(model), config)
     bank = ExpertBank(fake_trajectories(), last_needed=2, device=torch.device("cpu"))
-    return Distiller(synthetic(kind), matcher, bank, outer, torch.Generator().manual_seed(seed))
+    return Distiller(synthetic(kind), matcher, bank, config, torch.Generator().manual_seed(seed))
 
 
 def test_checkpoint_resume_is_exact():
@@ -381,8 +382,7 @@ def test_checkpoint_resume_is_exact():
 
 
 def test_learning_rates_stay_positive_and_s_moves():
-    outer = OuterConfig(10.0, 10.0, lr_lr=10.0, lr_sim=1.0, momentum=0.5, min_inner_lr=1e-4)
-    distiller = make_distiller(outer=outer)
+    distiller = make_distiller(lr_lr=10.0)
     for _ in range(5):
         row = distiller.step()
     assert row["lr_image"] >= 0.99e-4  # float32 of the clamp bound
@@ -450,6 +450,11 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     assert [row["iteration"] for row in rows] == [1]
 
 
+def test_a_checkpoint_needs_its_interval():
+    with pytest.raises(ValueError, match="both a checkpoint path and its interval"):
+        run_distillation(make_distiller(), 1, Path("x.safetensors"), show_progress=False)
+
+
 def test_a_finished_run_can_be_extended_exactly(tmp_path):
     checkpoint = tmp_path / "checkpoint.safetensors"
     straight = run_distillation(make_distiller(), 5, None, show_progress=False)
@@ -457,7 +462,7 @@ def test_a_finished_run_can_be_extended_exactly(tmp_path):
         make_distiller(), 3, checkpoint, every=10, fingerprint="f", show_progress=False
     )
     extended = run_distillation(
-        make_distiller(), 5, checkpoint, fingerprint="f", show_progress=False
+        make_distiller(), 5, checkpoint, every=50, fingerprint="f", show_progress=False
     )
     assert extended == straight
     # and in the same column order (the checkpoint's JSON sorts keys; the history CSV must not)
@@ -465,7 +470,7 @@ def test_a_finished_run_can_be_extended_exactly(tmp_path):
     assert list(straight[0]) != sorted(straight[0])
     # a checkpoint further along than the requested run is not reused
     shorter = run_distillation(
-        make_distiller(), 2, checkpoint, fingerprint="f", show_progress=False
+        make_distiller(), 2, checkpoint, every=50, fingerprint="f", show_progress=False
     )
     assert shorter == straight[:2]
 
@@ -492,10 +497,9 @@ def test_bf16_channels_last_gradient_matches_fp32():
             0.05,
             sim,
         )
-        config = matching_config(
-            syn_steps=4, mini_batch_size=10, precision=precision, channels_last=channels_last
-        )
-        matcher = TrajectoryMatcher(model, ParameterLayout.of(model), config)
+        config = matching_config(syn_steps=4, mini_batch_size=10, num_pairs=20)
+        fast = FastPath(precision, channels_last)
+        matcher = TrajectoryMatcher(model, ParameterLayout.of(model), config, fast)
         matcher.match(syn, trajectory, trajectory + drift, torch.Generator().manual_seed(5))
         grads[precision] = {name: p.grad.flatten().clone() for name, p in syn.named_parameters()}
     for name in ["images", "texts", "similarity.right"]:

@@ -1,21 +1,16 @@
-from dataclasses import replace
-
 import torch
 
 from lors_distill.core.data import Normalizer
-from lors_distill.core.evaluate import (
-    EvalTrainingConfig,
-    RetrievalSplit,
-    SmallSet,
-    evaluate_small_set,
-)
+from lors_distill.core.evaluate import RetrievalSplit, SmallSet, evaluate_small_set
 from lors_distill.core.models import ModelRecipe
 from lors_distill.core.retrieval import evaluate_model
 from lors_distill.core.similarity import IdentitySimilarity
 from tests.core.test_experts import scene_split
+from tests.params import section
 
 RECIPE = ModelRecipe.convnet(16, 48, width=16, depth=2)
-CONFIG = EvalTrainingConfig(
+CONFIG = section(
+    "evaluation",
     epochs=30,
     batch_size=64,
     momentum=0.9,
@@ -67,7 +62,7 @@ def test_validation_chosen_epoch_is_that_epoch_of_training():
     test = RetrievalSplit(train.images, train.text, train.caption_image)
     val_split = RetrievalSplit(val.images, val.text, val.caption_image)
     cpu = torch.device("cpu")
-    config = replace(CONFIG, epochs=12, lr_decay_epoch=8)
+    config = CONFIG.updated(epochs=12, lr_decay_epoch=8)
     plain, _ = evaluate_small_set(RECIPE.build, small, test, normalizer, config, [3], cpu)
     runs, _ = evaluate_small_set(
         RECIPE.build, small, test, normalizer, config, [3], cpu, val=val_split, select_every=3
@@ -77,7 +72,7 @@ def test_validation_chosen_epoch_is_that_epoch_of_training():
     assert chosen["epoch"] in (3, 6, 9)  # (6 here) an earlier epoch's copy is what is scored
     val_recalls = {}
     for epochs in (3, 6, 9, 12):
-        short = replace(config, epochs=epochs)
+        short = config.updated(epochs=epochs)
         on_val, _ = evaluate_small_set(RECIPE.build, small, val_split, normalizer, short, [3], cpu)
         val_recalls[epochs] = on_val[0]["mean_recall"]
         if epochs == chosen["epoch"]:

@@ -2,12 +2,14 @@ import pytest
 import torch
 
 from lors_distill.core.augment import AugmentConfig
+from lors_distill.core.config import ExpertsParams
 from lors_distill.core.data import ImageTextSplit, Normalizer
-from lors_distill.core.experts import ExpertTrainingConfig, epoch_pairs, train_expert
+from lors_distill.core.experts import epoch_pairs, train_expert
 from lors_distill.core.flat import flatten_parameters
 from lors_distill.core.images import hwc_to_tensor
 from lors_distill.core.models import ModelRecipe
 from lors_distill.core.scenes import generate_scenes
+from tests.params import section
 
 
 def scene_split(count: int, seed: int, text_dim: int = 48) -> ImageTextSplit:
@@ -29,7 +31,7 @@ def hash_word(word: str, vocabulary: dict[str, int]) -> int:
     return vocabulary.setdefault(word, len(vocabulary))
 
 
-def training_config(epochs: int = 4, **overrides) -> ExpertTrainingConfig:
+def training_config(epochs: int = 4, **overrides) -> ExpertsParams:
     values = dict(
         epochs=epochs,
         batch_size=32,
@@ -38,12 +40,18 @@ def training_config(epochs: int = 4, **overrides) -> ExpertTrainingConfig:
         momentum=0.0,
         weight_decay=0.0,
         captions_per_epoch="random_one",
-        augment=AugmentConfig(False, (0.5, 1.0), True, False, 2, 5, "torchvision"),
+        augment=augment(flip=True),
         mixed_precision=False,
         eval_batch_size=64,
     )
     values.update(overrides)
-    return ExpertTrainingConfig(**values)
+    return section("experts", **values)
+
+
+def augment(**switches) -> AugmentConfig:
+    """The shipped augmentation with crop, flip and RandAugment off, but for ``switches``."""
+    off = dict(random_resized_crop=False, flip=False, rand_augment=False)
+    return section("experts").augment.updated(**{**off, **switches})
 
 
 RECIPE = ModelRecipe.convnet(16, 48, width=16, depth=2)
@@ -104,7 +112,7 @@ def test_epoch_pairs_modes(data):
 def test_momentum_and_augmentation_options_change_the_path(data):
     _, plain = run(data, epochs=1)
     _, momentum = run(data, epochs=1, momentum=0.5)
-    crop = AugmentConfig(True, (0.5, 1.0), True, False, 2, 5, "torchvision")
+    crop = augment(random_resized_crop=True, crop_scale=(0.5, 1.0), flip=True)
     _, cropped = run(data, epochs=1, augment=crop)
     assert not torch.equal(plain.trajectory[1], momentum.trajectory[1])
     assert not torch.equal(plain.trajectory[1], cropped.trajectory[1])

@@ -71,7 +71,9 @@ def test_unknown_encoder_and_bad_spec():
         build_image_encoder(ImageEncoderSpec("timm:", 16))
     with pytest.raises(ValueError, match="no hub weights"):
         build_image_encoder(
-            ImageEncoderSpec("convnet", 16, pretrained=True, convnet=ConvNetConfig(8, 2, "none"))
+            ImageEncoderSpec(
+                "convnet", 16, pretrained=True, convnet=ConvNetConfig(width=8, depth=2, norm="none")
+            )
         )
     with pytest.raises(ValueError, match="needs its shape"):
         build_image_encoder(ImageEncoderSpec("convnet", 16))
@@ -273,5 +275,5 @@ def test_names_no_family_registers_fail_validation_with_the_registered_ones():
 def test_the_convnet_shortcut_is_the_hand_written_recipe():
     assert ModelRecipe.convnet(16, 12, width=8, depth=2) == tiny_recipe()
     plain = ModelRecipe.convnet(8, 6, width=4, depth=1, norm="none", dropout=0.0)
-    assert plain.encoder.convnet == ConvNetConfig(4, 1, "none")
+    assert plain.encoder.convnet == ConvNetConfig(width=4, depth=1, norm="none")
     assert (plain.dropout, plain.temperature) == (0.0, 0.07)

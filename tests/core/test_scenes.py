@@ -74,23 +74,23 @@ def _scene_values(scene: Scene) -> set[str]:
 
 @pytest.fixture(scope="module")
 def dataset() -> tuple[np.ndarray, list[list[str]], list[Scene]]:
-    return generate_scenes(300, 16, seed=123)
+    return generate_scenes(300, 16, seed=123, num_captions=5)
 
 
 # ------------------------------------------------------------------ determinism & shapes
 
 
 def test_same_seed_is_byte_identical() -> None:
-    a_img, a_cap, a_sc = generate_scenes(20, 32, seed=7)
-    b_img, b_cap, b_sc = generate_scenes(20, 32, seed=7)
+    a_img, a_cap, a_sc = generate_scenes(20, 32, seed=7, num_captions=5)
+    b_img, b_cap, b_sc = generate_scenes(20, 32, seed=7, num_captions=5)
     assert a_img.tobytes() == b_img.tobytes()
     assert a_cap == b_cap
     assert a_sc == b_sc
 
 
 def test_different_seed_differs() -> None:
-    a_img, a_cap, _ = generate_scenes(10, 32, seed=1)
-    b_img, b_cap, _ = generate_scenes(10, 32, seed=2)
+    a_img, a_cap, _ = generate_scenes(10, 32, seed=1, num_captions=5)
+    b_img, b_cap, _ = generate_scenes(10, 32, seed=2, num_captions=5)
     assert not np.array_equal(a_img, b_img)
     assert a_cap != b_cap
     # and images inside one dataset differ from each other
@@ -98,15 +98,15 @@ def test_different_seed_differs() -> None:
 
 
 def test_prefix_property() -> None:
-    img10, cap10, sc10 = generate_scenes(10, 32, seed=5)
-    img5, cap5, sc5 = generate_scenes(5, 32, seed=5)
+    img10, cap10, sc10 = generate_scenes(10, 32, seed=5, num_captions=5)
+    img5, cap5, sc5 = generate_scenes(5, 32, seed=5, num_captions=5)
     np.testing.assert_array_equal(img10[:5], img5)
     assert cap10[:5] == cap5
     assert sc10[:5] == sc5
 
 
 def test_images_do_not_depend_on_num_captions() -> None:
-    img5, _cap5, sc5 = generate_scenes(6, 32, seed=9)
+    img5, _cap5, sc5 = generate_scenes(6, 32, seed=9, num_captions=5)
     img3, cap3, sc3 = generate_scenes(6, 32, seed=9, num_captions=3)
     np.testing.assert_array_equal(img5, img3)
     assert sc5 == sc3
@@ -115,7 +115,7 @@ def test_images_do_not_depend_on_num_captions() -> None:
 
 @pytest.mark.parametrize("size", [16, 32, 64])
 def test_shapes_and_dtypes(size: int) -> None:
-    images, captions, scenes = generate_scenes(4, size, seed=0)
+    images, captions, scenes = generate_scenes(4, size, seed=0, num_captions=5)
     assert images.shape == (4, size, size, 3)
     assert images.dtype == np.uint8
     assert len(captions) == len(scenes) == 4
@@ -126,12 +126,12 @@ def test_shapes_and_dtypes(size: int) -> None:
 
 
 def test_empty_and_invalid_arguments() -> None:
-    images, captions, scenes = generate_scenes(0, 32, seed=0)
+    images, captions, scenes = generate_scenes(0, 32, seed=0, num_captions=5)
     assert images.shape == (0, 32, 32, 3)
     assert captions == []
     assert scenes == []
     with pytest.raises(ValueError, match="image_size"):
-        generate_scenes(2, 8, seed=0)
+        generate_scenes(2, 8, seed=0, num_captions=5)
     with pytest.raises(ValueError, match="num_captions"):
         describe_scene(sample_scene(np.random.default_rng(0)), np.random.default_rng(0), 0)
 
@@ -251,7 +251,7 @@ def test_relation_captions_of_hand_built_scene_are_true() -> None:
     rng = np.random.default_rng(0)
     seen = 0
     for _ in range(60):
-        for cap in describe_scene(scene, rng):
+        for cap in describe_scene(scene, rng, num_captions=5):
             m = _REL_RE.search(cap.lower())
             if m is None:
                 continue
@@ -390,7 +390,7 @@ def test_describe_scene_many_captions() -> None:
 
 
 def test_graded_similarity() -> None:
-    _, captions, scenes = generate_scenes(200, 16, seed=77)
+    _, captions, scenes = generate_scenes(200, 16, seed=77, num_captions=5)
     values = [_scene_values(s) for s in scenes]
     pairs_obj = [{(o.shape, o.colour) for o in s.objects} for s in scenes]
     jaccards = set()

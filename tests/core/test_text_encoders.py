@@ -21,6 +21,7 @@ from lors_distill.core.text_encoders import (
     encode_unique,
     resolve_device,
 )
+from tests.params import section
 from tests.tiny_models import TINY_CLIP, save_tiny_bert
 
 WORDS = ["a", "dog", "running", "on", "the", "beach", "red", "circle", "cat", "sits", "mat"]
@@ -30,6 +31,13 @@ WORDS = ["a", "dog", "running", "on", "the", "beach", "red", "circle", "cat", "s
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def encoder(spec: str, show_progress: bool = True, **features) -> TextEncoder:
+    """The encoder for ``features.text_encoder: spec`` with conf/base's other ``features``
+    settings, on the CPU unless ``features`` say otherwise."""
+    config = section("features", env=None, **{"text_encoder": spec, "device": "cpu", **features})
+    return build_text_encoder(config, show_progress=show_progress)
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -42,8 +50,8 @@ def test_blip_caption_is_the_reference_cleaning() -> None:
     long = " ".join(f"w{i}" for i in range(40))
     assert blip_caption(long) == " ".join(f"w{i}" for i in range(30))
     assert CAPTION_CLEANERS["none"]("Keep, As Is!") == "Keep, As Is!"
-    with pytest.raises(ValueError, match="unknown caption cleaning 'yes'"):
-        build_text_encoder("minilm", device="cpu", clean_captions="yes")
+    with pytest.raises(ValueError, match="features.clean_captions: .*none, punctuation, blip"):
+        encoder("minilm", clean_captions="yes")
 
 
 def test_clean_caption() -> None:
@@ -74,25 +82,25 @@ def test_resolve_device() -> None:
 
 def test_unknown_spec_prefix() -> None:
     with pytest.raises(ValueError, match="unknown text encoder spec 'clip:ViT-B-32'") as err:
-        build_text_encoder("clip:ViT-B-32", device="cpu")
+        encoder("clip:ViT-B-32")
     msg = str(err.value)
     assert "minilm" in msg
     assert "hf:" in msg
     assert "open_clip:" in msg
     with pytest.raises(ValueError, match="unknown text encoder spec 'hf'"):
-        build_text_encoder("hf", device="cpu")
+        encoder("hf")
 
 
 def test_bad_device_in_build() -> None:
     with pytest.raises(ValueError, match="'tpu'"):
-        build_text_encoder("minilm", device="tpu")
+        encoder("minilm", device="tpu")
 
 
 def test_missing_local_hf_path(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_model"
     spec = f"hf:{missing}"
     with pytest.raises(FileNotFoundError) as err:
-        build_text_encoder(spec, device="cpu")
+        encoder(spec)
     msg = str(err.value)
     assert spec in msg
     assert "local folder" in msg
@@ -102,7 +110,7 @@ def test_missing_local_hf_path(tmp_path: Path) -> None:
 def test_unknown_hub_name_offline() -> None:
     spec = "hf:no-such-org-xyz/no-such-model-xyz"
     with pytest.raises(ValueError, match="could not load text encoder spec") as err:
-        build_text_encoder(spec, device="cpu")
+        encoder(spec)
     msg = str(err.value)
     assert spec in msg
     assert "local folder" in msg
@@ -113,7 +121,13 @@ class CountingEncoder(TextEncoder):
     """Fake encoder: vector = [len(text), sum of char codes, call index]."""
 
     def __init__(self) -> None:
-        super().__init__("fake", device=torch.device("cpu"), batch_size=2, show_progress=False)
+        super().__init__(
+            "fake",
+            device=torch.device("cpu"),
+            batch_size=2,
+            clean_captions="none",
+            show_progress=False,
+        )
         self.dim = 3
         self.seen: list[str] = []
 
@@ -164,7 +178,7 @@ def test_encode_restores_order_and_rejects_single_string() -> None:
 
 @pytest.fixture(scope="module")
 def minilm() -> TextEncoder:
-    return build_text_encoder("minilm", device="cpu", show_progress=False)
+    return encoder("minilm", show_progress=False)
 
 
 def test_minilm_basics(minilm: TextEncoder) -> None:
@@ -246,7 +260,7 @@ def _direct_bert(path: Path, texts: list[str]) -> tuple[torch.Tensor, torch.Tens
 
 def test_hf_cls_pooling(tiny_bert: Path) -> None:
     spec = f"hf:{tiny_bert}"
-    enc = build_text_encoder(spec, device="cpu", show_progress=False)
+    enc = encoder(spec, show_progress=False)
     texts = ["a dog running on the beach", "red circle", "the cat sits on the mat"]
     out = enc.encode(texts)
     assert enc.name == spec
@@ -259,10 +273,10 @@ def test_hf_cls_pooling(tiny_bert: Path) -> None:
 
 def test_hf_mean_pooling(tiny_bert: Path) -> None:
     texts = ["a dog running on the beach", "red circle", "cat"]
-    mean = build_text_encoder(
-        f"hf:{tiny_bert}", device="cpu", pooling="mean", batch_size=2, show_progress=False
-    ).encode(texts)
-    cls = build_text_encoder(f"hf:{tiny_bert}", device="cpu", show_progress=False).encode(texts)
+    mean = encoder(f"hf:{tiny_bert}", pooling="mean", batch_size=2, show_progress=False).encode(
+        texts
+    )
+    cls = encoder(f"hf:{tiny_bert}", show_progress=False).encode(texts)
     assert not torch.allclose(mean, cls, atol=1e-3)
     hidden, mask = _direct_bert(tiny_bert, texts)
     m = mask.unsqueeze(-1).float()
@@ -278,17 +292,15 @@ def test_hf_clean_captions(tiny_bert: Path) -> None:
     cleaned = [clean_caption(t) for t in raw]
     assert cleaned == ["a dog running on the beach", "red circle"]
     spec = f"hf:{tiny_bert}"
-    with_clean = build_text_encoder(
-        spec, device="cpu", clean_captions="punctuation", show_progress=False
-    ).encode(raw)
-    plain = build_text_encoder(spec, device="cpu", show_progress=False)
+    with_clean = encoder(spec, clean_captions="punctuation", show_progress=False).encode(raw)
+    plain = encoder(spec, show_progress=False)
     torch.testing.assert_close(with_clean, plain.encode(cleaned), atol=1e-6, rtol=1e-5)
     assert not torch.allclose(with_clean, plain.encode(raw), atol=1e-4)
 
 
 def test_hf_bad_pooling(tiny_bert: Path) -> None:
     with pytest.raises(ValueError, match="pooling"):
-        build_text_encoder(f"hf:{tiny_bert}", device="cpu", pooling="max")
+        encoder(f"hf:{tiny_bert}", pooling="max")
 
 
 # --------------------------------------------------------------------------- open_clip
@@ -305,7 +317,7 @@ def _reference_clip(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
 def test_open_clip_loads_checkpoint(tiny_clip) -> None:
     model, ckpt = tiny_clip
     spec = f"open_clip:{TINY_CLIP}:{ckpt}"
-    enc = build_text_encoder(spec, device="cpu", batch_size=2, show_progress=False)
+    enc = encoder(spec, batch_size=2, show_progress=False)
     texts = ["a dog running on the beach", "red circle", "a photo of a cat", "x"]
     out = enc.encode(texts)
     assert enc.name == spec
@@ -323,7 +335,7 @@ def test_open_clip_loads_checkpoint(tiny_clip) -> None:
     assert not torch.allclose(_reference_clip(other, texts), out, atol=1e-3)
     # ... and so does the encoder without a checkpoint (fresh random init).
     torch.manual_seed(999)
-    fresh = build_text_encoder(f"open_clip:{TINY_CLIP}", device="cpu", show_progress=False)
+    fresh = encoder(f"open_clip:{TINY_CLIP}", show_progress=False)
     assert not torch.allclose(fresh.encode(texts), out, atol=1e-3)
 
 
@@ -333,7 +345,7 @@ def test_open_clip_safetensors_checkpoint(tiny_clip, tmp_path: Path) -> None:
     model, _ = tiny_clip
     path = tmp_path / "tiny_clip.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    enc = build_text_encoder(f"open_clip:{TINY_CLIP}:{path}", device="cpu", show_progress=False)
+    enc = encoder(f"open_clip:{TINY_CLIP}:{path}", show_progress=False)
     texts = ["a dog running on the beach", "red circle"]
     torch.testing.assert_close(enc.encode(texts), _reference_clip(model, texts))
 
@@ -346,7 +358,7 @@ def test_open_clip_rejects_pickled_objects(tiny_clip, tmp_path: Path) -> None:
     torch.save({"state_dict": state, "extra": Path("/tmp")}, bad)  # Path is not weights-only safe
     spec = f"open_clip:{TINY_CLIP}:{bad}"
     with pytest.raises(ValueError, match="weights_only=True") as err:
-        build_text_encoder(spec, device="cpu", show_progress=False)
+        encoder(spec, show_progress=False)
     assert spec in str(err.value)
 
 
@@ -354,9 +366,9 @@ def test_open_clip_errors(tiny_clip, tmp_path: Path) -> None:
     missing = tmp_path / "missing.pt"
     spec = f"open_clip:{TINY_CLIP}:{missing}"
     with pytest.raises(FileNotFoundError) as err:
-        build_text_encoder(spec, device="cpu")
+        encoder(spec)
     assert spec in str(err.value)
     with pytest.raises(ValueError, match="unknown open_clip model 'No-Such-Model'"):
-        build_text_encoder("open_clip:No-Such-Model", device="cpu")
+        encoder("open_clip:No-Such-Model")
     with pytest.raises(ValueError, match="pooling"):
-        build_text_encoder(f"open_clip:{TINY_CLIP}", device="cpu", pooling="mean")
+        encoder(f"open_clip:{TINY_CLIP}", pooling="mean")

@@ -9,7 +9,7 @@ from lors_distill.core.data import Normalizer
 from lors_distill.core.distilled import from_bundle, similarity_from_bundle, to_bundle
 from lors_distill.pipelines.distillation.nodes import distill_baseline
 from tests.kedro_helpers import make_project_copy, run_kedro
-from tests.params import base_params
+from tests.params import section
 
 DISTILLED = "data/07_model_output/distilled_set.safetensors"
 HISTORY = "data/08_reporting/distillation_history.csv"
@@ -53,21 +53,6 @@ def test_lowrank_distillation_lowers_the_loss_and_learns_s(experts_project):
     assert len(pd.read_csv(project / HISTORY)) == 12
 
 
-@pytest.mark.parametrize("sim_type", ["full", "identity"])
-def test_other_similarities(experts_project, sim_type):
-    project = experts_project
-    run_kedro(project, ["distillation"], params={"distillation": {"sim_type": sim_type}})
-    distilled = load_bundle(project / DISTILLED)
-    matrix = similarity_from_bundle(distilled).matrix()
-    if sim_type == "identity":
-        assert distilled.metadata["method"] == "lors"  # the lors pipeline, configured so
-        assert torch.equal(matrix, torch.eye(12))
-        assert not any(name.startswith("similarity.") for name in distilled.tensors)
-    else:
-        assert distilled["similarity.weight"].shape == (12, 12)
-        assert (matrix - torch.eye(12)).abs().max() > 1e-3
-
-
 def test_inner_temperature_stays_out_of_the_evaluation_recipe(experts_project):
     """COCO 500's tau 0.1 changes the inner loop only: the set is evaluated at the experts' 0.07
     like every other set (as in the reference)."""
@@ -90,20 +75,19 @@ def test_a_baseline_takes_its_own_settings(experts_project):
         load_bundle(path)
         for path in sorted((data / "06_models/experts").glob("expert_*.safetensors"))
     ]
-    params = base_params("test")["distillation"]
-    params["checkpoint_dir"] = str(project / "checkpoints")
-    params["expert_epochs"] = 1
+    params = section("distillation", checkpoint_dir=str(project / "checkpoints"), expert_epochs=1)
+    own = section("baselines", tesla_vl={"lr_images": 0.0, "expert_epochs": 2})
     distilled, summary, _ = distill_baseline(
         train_images,
         features,
         params,
-        {"lr_images": 0.0, "expert_epochs": 2},
+        own,
         *trajectories,
         method="tesla_vl",
     )
     assert summary["config"]["expert_epochs"] == 2
     assert summary["config"]["lr_images"] == 0.0
-    assert summary["config"]["lr_texts"] == params["lr_texts"]
+    assert summary["config"]["lr_texts"] == params.lr_texts
     assert summary["config"]["sim_type"] == "identity"
     normalizer = Normalizer(tuple(summary["image_mean"]), tuple(summary["image_std"]))
     chosen = torch.tensor(summary["init_images"])
@@ -114,6 +98,11 @@ def test_a_baseline_takes_its_own_settings(experts_project):
     )  # every text vector moved
     # without overrides the same node follows distillation's rates: the images move
     moved, _, _ = distill_baseline(
-        train_images, features, params, {}, *trajectories, method="tesla_vl"
+        train_images,
+        features,
+        params,
+        section("baselines", tesla_vl={}),
+        *trajectories,
+        method="tesla_vl",
     )
     assert not torch.equal(moved["images"], distilled["images"])

@@ -6,9 +6,11 @@ from lors_distill.pipelines.evaluation.nodes import (
     plot_recall_vs_budget,
     summarise_evaluation,
 )
-from tests.params import base_params
+from tests.params import section
 
-SECTIONS = [base_params()[s] for s in ("ingestion", "features", "model", "experts", "evaluation")]
+SECTIONS = [
+    section(name, env=None) for name in ("ingestion", "features", "model", "experts", "evaluation")
+]
 
 
 def _result(method, mean, std, num_pairs=None):
@@ -38,9 +40,9 @@ def test_summary_table_and_budget_archive_entry():
 
 
 def test_setup_ignores_run_time_keys_but_not_the_data():
-    other_device = [{**s, "device": "cuda"} if "device" in s else s for s in SECTIONS]
+    other_device = [s.updated(device="cuda") if hasattr(s, "device") else s for s in SECTIONS]
     assert setup_id(*other_device) == setup_id(*SECTIONS)
-    other_data = [{**SECTIONS[0], "image_size": 64}, *SECTIONS[1:]]
+    other_data = [SECTIONS[0].updated(image_size=64), *SECTIONS[1:]]
     assert setup_id(*other_data) != setup_id(*SECTIONS)
 
 
@@ -103,7 +105,7 @@ def test_an_external_set_that_is_not_a_distilled_set_names_the_file(tmp_path):
     from lors_distill.core.bundle import TensorBundle, save_bundle
     from lors_distill.pipelines.evaluation.nodes import evaluate_external_set
 
-    params = base_params()["evaluation"]
+    params = section("evaluation", env=None)
     pickled = tmp_path / "set.pkl"
     pickled.write_bytes(pickle.dumps({"images": [1, 2, 3]}))
     trajectory = tmp_path / "trajectory.safetensors"
@@ -113,7 +115,7 @@ def test_an_external_set_that_is_not_a_distilled_set_names_the_file(tmp_path):
         (trajectory, r"trajectory\.safetensors is not a distilled set \(it lacks images, lrs"),
     ]:
         with pytest.raises(ValueError, match=rf"evaluation\.external_set: .*{fragment}"):
-            evaluate_external_set(None, None, None, None, {**params, "external_set": str(path)})
+            evaluate_external_set(None, None, None, None, params.updated(external_set=str(path)))
 
 
 def test_full_data_is_scored_on_the_evaluation_device(monkeypatch):
@@ -145,7 +147,7 @@ def test_full_data_is_scored_on_the_evaluation_device(monkeypatch):
     monkeypatch.setattr(
         nodes, "resolve_device", lambda name: asked.append(name) or torch.device("cpu")
     )
-    evaluation = {**base_params()["evaluation"], "device": "cuda:1"}
+    evaluation = section("evaluation", env=None, device="cuda:1")
     summary = nodes.evaluate_full_data(images, features, evaluation, trajectory, trajectory)
     assert asked == ["cuda:1"]
     assert summary["method"] == "full_data"

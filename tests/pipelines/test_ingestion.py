@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from lors_distill.core.bundle import load_bundle
-from lors_distill.core.config import ParameterError
+from lors_distill.core.config import IngestionParams, ParameterError
 from lors_distill.core.sources import BadRecordError
 from tests.folders import make_jsonl_folder
 from tests.kedro_helpers import load_catalog, run_kedro
@@ -32,6 +32,9 @@ def test_scenes_ingestion_through_kedro(project_copy):
     report = catalog.load("ingestion_report")
     assert report["images"] == {"train": 64, "val": 16, "test": 16}
     assert report["bad_records"]["total"] == 0
+    # the catalog holds the validated parameter objects the nodes receive
+    assert isinstance(catalog.load("params:ingestion"), IngestionParams)
+    assert catalog.load("params:ingestion").scenes.train_images == 64
 
 
 def test_same_seed_same_bytes(project_copy, tmp_path):

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
 from lors_distill.core.device import seeded_rng, to_device
+from lors_distill.core.schema import Strict, one_of
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation switches (the paper: crop scale 0.5-1, flip, RandAugment(2, 5))."""
+class AugmentConfig(Strict):
+    """Augmentation switches, the ``experts.augment`` parameters (the paper: crop scale 0.5-1,
+    flip, RandAugment(2, 5))."""
 
     random_resized_crop: bool
     crop_scale: tuple[float, float]
     flip: bool
     rand_augment: bool
-    rand_augment_ops: int
-    rand_augment_magnitude: int
-    rand_augment_style: str  # a key of RAND_AUGMENT_STYLES
+    rand_augment_ops: int = Field(ge=0)
+    rand_augment_magnitude: int = Field(ge=0, le=30)
+    rand_augment_style: str
+
+    @field_validator("rand_augment_style")
+    @classmethod
+    def _known_style(cls, value: str) -> str:
+        return one_of(value, RAND_AUGMENT_STYLES)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] <= value[1] <= 1.0:
+            raise ValueError("need 0 < low <= high <= 1")
+        return value
 
 
 def rand_augment_uint8(

@@ -2,46 +2,30 @@
 
 Defaults live in ``conf/base`` only (one source of truth): every field here is required unless it
 is genuinely optional (``None`` meaning "not set"). Unknown keys are rejected so a typo in a YAML
-file or a ``--params`` override fails before any node runs, naming the parameter.
+file or a ``--params`` override fails before any node runs, naming the parameter. A concept with
+code of its own declares its parameters there (``ConvNetConfig`` in :mod:`.models`,
+``AugmentConfig`` in :mod:`.augment`); the sections here are built from them. Nodes receive these
+objects (Kedro builds them from the nodes' annotations) and core code takes them as they are.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from lors_distill.core.augment import AugmentConfig
+from lors_distill.core.models import PIXEL_STATISTICS, ConvNetConfig, check_image_encoder_name
+from lors_distill.core.schema import Strict, one_of
 
 
 class ParameterError(ValueError):
     """A parameter section failed validation; the message names every bad key."""
 
 
-def _one_of(value: str, names: Iterable[str]) -> str:
-    """``value`` if it is one of ``names`` (a registry's keys), else a validation error."""
-    names = list(names)
-    if value not in names:
-        raise ValueError(f"use one of {', '.join(names)}")
-    return value
-
-
-class _Strict(BaseModel):
-    # inf and nan are no values for any parameter (a temperature of inf trains nothing, an
-    # alpha of nan poisons the first iteration): rejected like a wrong type
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class ScenesSource(_Strict):
+class ScenesSource(Strict):
     """The built-in generated scenes (``source: scenes``)."""
 
     train_images: int = Field(ge=1)
@@ -50,7 +34,7 @@ class ScenesSource(_Strict):
     captions_per_image: int = Field(ge=1, le=20)
 
 
-class JsonlSource(_Strict):
+class JsonlSource(Strict):
     """A folder with ``captions.jsonl`` and the images it names (``source: jsonl``)."""
 
     captions_file: str
@@ -60,7 +44,7 @@ class JsonlSource(_Strict):
     split_salt: str
 
 
-class KarpathySource(_Strict):
+class KarpathySource(Strict):
     """Karpathy-split annotation files as distributed for BLIP/LoRS (``source: karpathy``)."""
 
     train_file: str
@@ -72,7 +56,7 @@ class KarpathySource(_Strict):
 MAX_IMAGE_PIXELS_LIMIT = 178_956_970  # Pillow refuses larger images itself (2 x MAX_IMAGE_PIXELS)
 
 
-class IngestionParams(_Strict):
+class IngestionParams(Strict):
     """``ingestion`` section: which dataset to read and how to turn it into tensors."""
 
     source: str
@@ -92,7 +76,7 @@ class IngestionParams(_Strict):
     def _known_source(cls, value: str) -> str:
         from lors_distill.core.ingest import SOURCES
 
-        return _one_of(value, SOURCES)
+        return one_of(value, SOURCES)
 
     @model_validator(mode="after")
     def _root_needed(self) -> IngestionParams:
@@ -108,22 +92,29 @@ class IngestionParams(_Strict):
         return Path(self.root or ".").expanduser()
 
 
-class FeaturesParams(_Strict):
+class FeaturesParams(Strict):
     """``features`` section: the frozen text encoder."""
 
     text_encoder: str = Field(min_length=1)
-    pooling: Literal["cls", "mean"] | None
+    pooling: str | None
     clean_captions: str
     max_length: int = Field(ge=8, le=4096)
     batch_size: int = Field(ge=1)
     device: str
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, value: str | None) -> str | None:
+        from lors_distill.core.text_encoders import POOLINGS
+
+        return value if value is None else one_of(value, POOLINGS)
 
     @field_validator("clean_captions")
     @classmethod
     def _known_cleaning(cls, value: str) -> str:
         from lors_distill.core.text_encoders import CAPTION_CLEANERS
 
-        return _one_of(value, CAPTION_CLEANERS)
+        return one_of(value, CAPTION_CLEANERS)
 
     @field_validator("text_encoder")
     @classmethod
@@ -133,37 +124,25 @@ class FeaturesParams(_Strict):
         return check_text_encoder_spec(value)  # the registry's forms, user-registered too
 
 
-class ConvNetParams(_Strict):
-    """``model.convnet``: the ConvNet's shape."""
-
-    width: int = Field(ge=1)
-    depth: int = Field(ge=1, le=6)
-    norm: Literal["instancenorm", "layernorm", "none"]
-
-
-class ModelParams(_Strict):
+class ModelParams(Strict):
     """``model`` section: the dual encoder shared by experts, distillation and evaluation."""
 
     image_encoder: str
     pretrained: bool | str
     normalization: str
-    convnet: ConvNetParams
+    convnet: ConvNetConfig
     text_dropout: float = Field(ge=0.0, lt=1.0)
     temperature: float = Field(gt=0.0)
 
     @field_validator("image_encoder")
     @classmethod
     def _known_encoder(cls, value: str) -> str:
-        from lors_distill.core.models import check_image_encoder_name
-
         return check_image_encoder_name(value)  # the registry's names, user-registered too
 
     @field_validator("normalization")
     @classmethod
     def _known_normalization(cls, value: str) -> str:
-        from lors_distill.core.models import PIXEL_STATISTICS
-
-        return _one_of(value, ["encoder", *PIXEL_STATISTICS])
+        return one_of(value, ["encoder", *PIXEL_STATISTICS])
 
     @field_validator("pretrained", mode="before")
     @classmethod
@@ -173,33 +152,7 @@ class ModelParams(_Strict):
         return value
 
 
-class AugmentParams(_Strict):
-    """``experts.augment``: training-time augmentation of real images."""
-
-    random_resized_crop: bool
-    crop_scale: tuple[float, float]
-    flip: bool
-    rand_augment: bool
-    rand_augment_ops: int = Field(ge=0)
-    rand_augment_magnitude: int = Field(ge=0, le=30)
-    rand_augment_style: str
-
-    @field_validator("rand_augment_style")
-    @classmethod
-    def _known_style(cls, value: str) -> str:
-        from lors_distill.core.augment import RAND_AUGMENT_STYLES
-
-        return _one_of(value, RAND_AUGMENT_STYLES)
-
-    @field_validator("crop_scale")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0.0 < value[0] <= value[1] <= 1.0:
-            raise ValueError("need 0 < low <= high <= 1")
-        return value
-
-
-class ExpertsParams(_Strict):
+class ExpertsParams(Strict):
     """``experts`` section: how the expert trajectories are trained."""
 
     num_experts: int = Field(ge=1, le=1000)
@@ -211,13 +164,13 @@ class ExpertsParams(_Strict):
     momentum: float = Field(ge=0.0, lt=1.0)
     weight_decay: float = Field(ge=0.0)
     captions_per_epoch: Literal["random_one", "all"]
-    augment: AugmentParams
+    augment: AugmentConfig
     device: str
     mixed_precision: bool
     eval_batch_size: int = Field(ge=1)
 
 
-class DistillationParams(_Strict):
+class DistillationParams(Strict):
     """``distillation`` section: LoRS trajectory matching (PAPER.md section 3)."""
 
     num_pairs: int = Field(ge=2)
@@ -264,17 +217,17 @@ class DistillationParams(_Strict):
     def _known_loss(cls, value: str) -> str:
         from lors_distill.core.losses import SOFT_LOSSES
 
-        return _one_of(value, SOFT_LOSSES)
+        return one_of(value, SOFT_LOSSES)
 
     @field_validator("sim_type")
     @classmethod
     def _known_similarity(cls, value: str) -> str:
         from lors_distill.core.similarity import SIMILARITIES
 
-        return _one_of(value, SIMILARITIES)
+        return one_of(value, SIMILARITIES)
 
 
-class BaselineOverrides(_Strict):
+class BaselineOverrides(Strict):
     """``baselines.tesla_vl`` / ``baselines.mtt_vl``: the settings in which a trajectory
     baseline departs from ``distillation`` (each method's own, chosen on the validation split):
     its outer-loop rates and the part of the expert trajectories it matches. A key left out (or
@@ -293,7 +246,7 @@ class BaselineOverrides(_Strict):
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 
-class BaselinesParams(_Strict):
+class BaselinesParams(Strict):
     """``baselines`` section: coresets of the distillation budget (``distillation.num_pairs``)
     and the trajectory baselines' own settings (:class:`BaselineOverrides`)."""
 
@@ -306,21 +259,19 @@ class BaselinesParams(_Strict):
     device: str
 
 
-class CrossArchParams(_Strict):
+class CrossArchParams(Strict):
     """``evaluation.cross_arch``: another image encoder to evaluate the LoRS set with."""
 
     image_encoder: str
-    convnet: ConvNetParams
+    convnet: ConvNetConfig
 
     @field_validator("image_encoder")
     @classmethod
     def _known_encoder(cls, value: str) -> str:
-        from lors_distill.core.models import check_image_encoder_name
-
         return check_image_encoder_name(value)
 
 
-class EvaluationParams(_Strict):
+class EvaluationParams(Strict):
     """``evaluation`` section: fresh models trained on each set (PAPER.md section 4)."""
 
     num_eval: int = Field(ge=1)
@@ -343,7 +294,7 @@ class EvaluationParams(_Strict):
     def _known_loss(cls, value: str) -> str:
         from lors_distill.core.losses import SOFT_LOSSES
 
-        return _one_of(value, SOFT_LOSSES)
+        return one_of(value, SOFT_LOSSES)
 
 
 PARAMETER_FILES = {
@@ -356,7 +307,7 @@ PARAMETER_FILES = {
     "evaluation": "parameters_evaluation.yml",
 }
 
-SECTIONS: dict[str, type[_Strict]] = {
+SECTIONS: dict[str, type[Strict]] = {
     "ingestion": IngestionParams,
     "features": FeaturesParams,
     "model": ModelParams,
@@ -365,16 +316,6 @@ SECTIONS: dict[str, type[_Strict]] = {
     "baselines": BaselinesParams,
     "evaluation": EvaluationParams,
 }
-
-
-T = TypeVar("T")
-
-
-def to_dataclass(cls: type[T], params: BaseModel, **overrides: Any) -> T:
-    """Build the core dataclass ``cls`` from the same-named fields of a parameter object."""
-    values = params.model_dump()
-    names = [f.name for f in fields(cls) if f.name not in overrides]  # type: ignore[arg-type]
-    return cls(**{name: values[name] for name in names}, **overrides)
 
 
 def _format_errors(section: str, error: ValidationError) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -23,19 +23,8 @@ from lors_distill.core.models import DualEncoder
 from lors_distill.core.retrieval import evaluate_model
 from lors_distill.core.similarity import Similarity
 
-
-@dataclass(frozen=True)
-class EvalTrainingConfig:
-    """How the fresh model is trained on the small set (paper: 100 epochs, batch 128,
-    momentum 0.9, weight decay 5e-4, lr x0.1 at mid-training, WBCE)."""
-
-    epochs: int
-    batch_size: int
-    momentum: float
-    weight_decay: float
-    lr_decay_epoch: int
-    lr_decay_factor: float
-    loss: str
+if TYPE_CHECKING:
+    from lors_distill.core.config import EvaluationParams
 
 
 @dataclass
@@ -117,7 +106,7 @@ def _score(model, split: RetrievalSplit, normalize, device) -> dict[str, float]:
 def train_on_small_set(
     model: DualEncoder,
     data: SmallSet,
-    config: EvalTrainingConfig,
+    config: EvaluationParams,
     seed: int,
     device: torch.device,
     show_progress: bool = False,
@@ -172,7 +161,7 @@ def evaluate_small_set(
     data: SmallSet,
     test: RetrievalSplit,
     normalize: Callable[[torch.Tensor], torch.Tensor],
-    config: EvalTrainingConfig,
+    config: EvaluationParams,
     seeds: list[int],
     device: torch.device,
     val: RetrievalSplit | None = None,

@@ -6,12 +6,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
-from lors_distill.core.augment import RAND_AUGMENT_STYLES, AugmentConfig, crop_and_flip
+from lors_distill.core.augment import RAND_AUGMENT_STYLES, crop_and_flip
 from lors_distill.core.data import ImageTextSplit, Normalizer
 from lors_distill.core.device import seeded_rng, to_device
 from lors_distill.core.flat import ParameterLayout, flatten_parameters
@@ -19,25 +19,12 @@ from lors_distill.core.losses import symmetric_infonce
 from lors_distill.core.models import DualEncoder
 from lors_distill.core.retrieval import evaluate_model
 
+if TYPE_CHECKING:
+    from lors_distill.core.config import ExpertsParams
+
 logger = logging.getLogger(__name__)
 
 _POSTFIX_EVERY = 25  # progress-bar loss refresh (each refresh waits for the device)
-
-
-@dataclass(frozen=True)
-class ExpertTrainingConfig:
-    """How one expert is trained (paper: SGD lr 0.1, no momentum/decay, batch 128, 10 epochs)."""
-
-    epochs: int
-    batch_size: int
-    lr_image: float
-    lr_text: float
-    momentum: float
-    weight_decay: float
-    captions_per_epoch: Literal["random_one", "all"]
-    augment: AugmentConfig
-    mixed_precision: bool
-    eval_batch_size: int
 
 
 @dataclass
@@ -82,7 +69,7 @@ def train_expert(
     model: DualEncoder,
     train: ImageTextSplit,
     val: ImageTextSplit,
-    config: ExpertTrainingConfig,
+    config: ExpertsParams,
     normalize: Normalizer | Callable[[torch.Tensor], torch.Tensor],
     seed: int,
     device: torch.device,

@@ -17,28 +17,39 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 
 from lors_distill.core.device import seeded_rng
+from lors_distill.core.schema import Strict, one_of
+
+# ConvNet normalisation layers by name (``model.convnet.norm``): (channels, feature size) -> layer
+NORMS: dict[str, Callable[[int, int], nn.Module]] = {
+    # affine instance norm, as in dataset-distillation ConvNets
+    "instancenorm": lambda channels, size: nn.GroupNorm(channels, channels, affine=True),
+    "layernorm": lambda channels, size: nn.LayerNorm([channels, size, size]),
+    "none": lambda channels, size: nn.Identity(),
+}
 
 
-@dataclass(frozen=True)
-class ConvNetConfig:
-    """Shape of the ConvNet (``width`` channels, ``depth`` blocks, ``norm`` per block)."""
+class ConvNetConfig(Strict):
+    """Shape of the ConvNet (``width`` channels, ``depth`` blocks, ``norm`` per block): the
+    ``model.convnet`` parameters."""
 
-    width: int
-    depth: int
+    width: int = Field(ge=1)
+    depth: int = Field(ge=1, le=6)
     norm: str
+
+    @field_validator("norm")
+    @classmethod
+    def _known_norm(cls, value: str) -> str:
+        return one_of(value, NORMS)
 
 
 def _norm_layer(norm: str, channels: int, size: int) -> nn.Module:
-    if norm == "instancenorm":  # affine instance norm, as in dataset-distillation ConvNets
-        return nn.GroupNorm(channels, channels, affine=True)
-    if norm == "layernorm":
-        return nn.LayerNorm([channels, size, size], elementwise_affine=True)
-    if norm == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown convnet norm {norm!r}: use instancenorm, layernorm or none")
+    if norm not in NORMS:
+        raise ValueError(f"unknown convnet norm {norm!r}: use {', '.join(NORMS)}")
+    return NORMS[norm](channels, size)
 
 
 def _pool_2x2(x: torch.Tensor) -> torch.Tensor:
@@ -408,7 +419,8 @@ class ModelRecipe:
         temperature: float = 0.07,
     ) -> ModelRecipe:
         """A from-scratch ConvNet dual encoder (the shape tests and benchmarks build by hand)."""
-        spec = ImageEncoderSpec("convnet", image_size, False, ConvNetConfig(width, depth, norm))
+        convnet = ConvNetConfig(width=width, depth=depth, norm=norm)
+        spec = ImageEncoderSpec("convnet", image_size, False, convnet)
         return cls(spec, text_dim, dropout, temperature)
 
     def build(self, seed: int) -> DualEncoder:
@@ -421,7 +433,7 @@ class ModelRecipe:
             "image_encoder": self.encoder.name,
             "image_size": self.encoder.image_size,
             "pretrained": self.encoder.pretrained,
-            "convnet": vars(self.encoder.convnet).copy() if self.encoder.convnet else None,
+            "convnet": self.encoder.convnet.model_dump() if self.encoder.convnet else None,
             "text_dim": self.text_dim,
             "dropout": self.dropout,
             "temperature": self.temperature,

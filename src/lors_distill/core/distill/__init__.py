@@ -31,12 +31,11 @@ does for COCO). Dropout masks are seeded per step, so every pass sees identical 
 """
 
 from lors_distill.core.distill.expert_bank import ExpertBank
-from lors_distill.core.distill.matcher import MatchingConfig, TrajectoryMatcher
+from lors_distill.core.distill.matcher import FastPath, TrajectoryMatcher
 from lors_distill.core.distill.methods import FIRST_ORDER, METHODS, method_settings
 from lors_distill.core.distill.outer import (
     DistillationDivergedError,
     Distiller,
-    OuterConfig,
     build_optimizer,
 )
 from lors_distill.core.distill.run import run_distillation
@@ -48,8 +47,7 @@ __all__ = [
     "DistillationDivergedError",
     "Distiller",
     "ExpertBank",
-    "MatchingConfig",
-    "OuterConfig",
+    "FastPath",
     "SyntheticSet",
     "TrajectoryMatcher",
     "build_optimizer",

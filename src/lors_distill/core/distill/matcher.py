@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -15,21 +15,17 @@ from lors_distill.core.distill.synthetic import SyntheticSet
 from lors_distill.core.flat import ParameterLayout, functional_forward
 from lors_distill.core.losses import soft_loss
 
+if TYPE_CHECKING:
+    from lors_distill.core.config import DistillationParams
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class MatchingConfig:
-    """The inner loop and the matching loss."""
+class FastPath:
+    """What ``distillation.precision`` / ``channels_last: auto`` resolved to on this device
+    (:func:`lors_distill.core.distill.setup.fast_path`)."""
 
-    syn_steps: int
-    expert_epochs: int
-    max_start_epoch: int
-    mini_batch_size: int
-    loss: str
-    merge_branches: bool
-    grad_mode: Literal["tesla", "tesla_one_graph", "full"]
-    mini_batch_remainder: Literal["keep", "drop"]
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: encoders under autocast
     channels_last: bool = False  # NHWC images for the convolutions
 
@@ -63,10 +59,17 @@ def _mini_batches(
 class TrajectoryMatcher:
     """Computes the matching loss and accumulates its gradients into a :class:`SyntheticSet`."""
 
-    def __init__(self, model: nn.Module, layout: ParameterLayout, config: MatchingConfig) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: ParameterLayout,
+        config: DistillationParams,
+        fast: FastPath = FastPath(),
+    ) -> None:
         self.model = model
         self.layout = layout
-        self.config = config
+        self.config = config  # the inner loop and the matching loss
+        self.fast = fast
         self.loss_fn = soft_loss(config.loss)
         slices = layout.branch_slices()
         # the per-branch ratios (what the learning rates follow, and what is reported)
@@ -87,10 +90,10 @@ class TrajectoryMatcher:
         targets = syn.similarity.block(index)
         if not graph:
             images, texts, targets = images.detach(), texts.detach(), targets.detach()
-        if self.config.channels_last:
+        if self.fast.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast(
-            theta.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
+            theta.device.type, dtype=torch.bfloat16, enabled=self.fast.precision == "bf16"
         )
         with seeded_rng(seed, theta.device), autocast:  # same dropout masks in every pass
             logits = functional_forward(self.model, self.layout, theta, images, texts)

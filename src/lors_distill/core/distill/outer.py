@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -15,6 +14,9 @@ from lors_distill.core.distill.matcher import TrajectoryMatcher
 from lors_distill.core.distill.synthetic import SyntheticSet
 from lors_distill.core.similarity import similarity_stats
 
+if TYPE_CHECKING:
+    from lors_distill.core.config import DistillationParams
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,19 +24,7 @@ class DistillationDivergedError(RuntimeError):
     """The matching loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class OuterConfig:
-    """The outer SGD (momentum, four parameter groups)."""
-
-    lr_images: float
-    lr_texts: float
-    lr_lr: float
-    lr_sim: float
-    momentum: float
-    min_inner_lr: float
-
-
-def build_optimizer(syn: SyntheticSet, outer: OuterConfig) -> torch.optim.SGD:
+def build_optimizer(syn: SyntheticSet, outer: DistillationParams) -> torch.optim.SGD:
     """SGD with momentum and the four parameter groups of the paper."""
     groups = [
         {"params": [syn.images], "lr": outer.lr_images, "name": "images"},
@@ -59,20 +49,20 @@ class Distiller:
         syn: SyntheticSet,
         matcher: TrajectoryMatcher,
         bank: ExpertBank,
-        outer: OuterConfig,
+        config: DistillationParams,
         generator: torch.Generator,
     ) -> None:
         self.syn = syn
         self.matcher = matcher
         self.bank = bank
-        self.outer = outer
+        self.config = config  # the outer SGD and the expert window (the matcher holds the same)
         self.generator = generator
-        self.optimizer = build_optimizer(syn, outer)
+        self.optimizer = build_optimizer(syn, config)
         self.iteration = 0
 
     def step(self) -> dict[str, Any]:
         """One outer iteration; returns its history row."""
-        config = self.matcher.config
+        config = self.config
         expert, start, theta_start, theta_target = self.bank.sample(
             self.generator, config.max_start_epoch, config.expert_epochs
         )
@@ -87,7 +77,7 @@ class Distiller:
             )
         self.optimizer.step()
         with torch.no_grad():
-            self.syn.lrs.clamp_(min=self.outer.min_inner_lr)
+            self.syn.lrs.clamp_(min=self.config.min_inner_lr)
         self.iteration += 1
         row = {
             "iteration": self.iteration,

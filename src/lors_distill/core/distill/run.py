@@ -19,12 +19,13 @@ def run_distillation(
     distiller: Distiller,
     iterations: int,
     checkpoint: Path | None = None,
-    every: int = 50,
+    every: int | None = None,
     fingerprint: str = "",
     show_progress: bool = True,
     description: str = "distillation",
 ) -> list[dict[str, Any]]:
-    """Run the outer loop to ``iterations``, checkpointing every ``every`` iterations.
+    """Run the outer loop to ``iterations``, checkpointing to ``checkpoint`` every ``every``
+    iterations (``distillation.checkpoint_every``; both or neither).
 
     A checkpoint with the same ``fingerprint`` (configuration + experts) and at most
     ``iterations`` done is resumed exactly (so a finished run can be extended). Any other
@@ -36,6 +37,10 @@ def run_distillation(
     Returns:
         One history row per iteration (all of them, including resumed ones).
     """
+    if (checkpoint is None) != (every is None):
+        raise ValueError(
+            "run_distillation: give both a checkpoint path and its interval, or neither"
+        )
     history: list[dict[str, Any]] = []
     if checkpoint is not None and checkpoint.is_file():
         reason = None

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import DistillationParams, to_dataclass
+from lors_distill.core.config import DistillationParams
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import bf16_supported
 from lors_distill.core.distill.expert_bank import ExpertBank
-from lors_distill.core.distill.matcher import MatchingConfig, TrajectoryMatcher
-from lors_distill.core.distill.outer import Distiller, OuterConfig
+from lors_distill.core.distill.matcher import FastPath, TrajectoryMatcher
+from lors_distill.core.distill.outer import Distiller
 from lors_distill.core.distill.synthetic import SyntheticSet, init_synthetic_pairs
 from lors_distill.core.flat import ParameterLayout
 from lors_distill.core.models import ModelRecipe
@@ -61,15 +61,15 @@ def fingerprint(
     return digest.hexdigest()[:16]
 
 
-def fast_path(config: DistillationParams, device: torch.device) -> MatchingConfig:
-    """The inner loop's settings, with ``auto`` resolved: bf16 autocast and channels_last on
+def fast_path(config: DistillationParams, device: torch.device) -> FastPath:
+    """The fast path, with ``auto`` resolved: bf16 autocast and channels_last on
     CUDA (bf16 only where the GPU supports it natively), plain fp32 on CPU (where bf16 is
     slower)."""
     cuda = device.type == "cuda"
     auto_precision = "bf16" if bf16_supported(device) else "fp32"  # pre-Ampere GPUs: fp32
     precision = auto_precision if config.precision == "auto" else config.precision
     channels_last = cuda if config.channels_last == "auto" else config.channels_last
-    return to_dataclass(MatchingConfig, config, precision=precision, channels_last=channels_last)
+    return FastPath(precision, channels_last)
 
 
 @dataclass
@@ -120,15 +120,15 @@ def prepare_run(
     bank = ExpertBank(
         [t["trajectory"] for t in trajectories], last_needed, device, config.expert_sampling
     )
-    matching = fast_path(config, device)
+    fast = fast_path(config, device)
     runtime = {
         "device": device.type,
-        "precision": matching.precision,
-        "channels_last": matching.channels_last,
+        "precision": fast.precision,
+        "channels_last": fast.channels_last,
         "tf32": config.tf32 and device.type == "cuda",
     }
-    matcher = TrajectoryMatcher(model, layout, matching)
-    distiller = Distiller(syn, matcher, bank, to_dataclass(OuterConfig, config), generator)
+    matcher = TrajectoryMatcher(model, layout, config, fast)
+    distiller = Distiller(syn, matcher, bank, config, generator)
     name = fingerprint(
         config, runtime, trajectories, train_images["images"], train_text_features["embeddings"]
     )

@@ -293,7 +293,7 @@ def _finish(text: str, rng: np.random.Generator) -> str:
     return text
 
 
-def describe_scene(scene: Scene, rng: np.random.Generator, num_captions: int = 5) -> list[str]:
+def describe_scene(scene: Scene, rng: np.random.Generator, num_captions: int) -> list[str]:
     """Write distinct, true, human-style captions for a scene.
 
     Captions come from varied templates (templates are used without repetition as long as

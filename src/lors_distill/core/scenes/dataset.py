@@ -14,7 +14,7 @@ from lors_distill.core.scenes.render import render_scene
 
 
 def generate_scenes(
-    count: int, image_size: int, seed: int, num_captions: int = 5
+    count: int, image_size: int, seed: int, num_captions: int
 ) -> tuple[np.ndarray, list[list[str]], list[Scene]]:
     """Generate a deterministic image-caption dataset.
 
@@ -27,7 +27,7 @@ def generate_scenes(
         count: number of items, >= 0.
         image_size: image side length in pixels, >= 16.
         seed: dataset seed.
-        num_captions: captions per image, >= 1.
+        num_captions: captions per image, >= 1 (``ingestion.scenes.captions_per_image``).
 
     Returns:
         ``(images, captions, scenes)``: images of shape (count, image_size, image_size, 3),

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 
 from lors_distill.core.artifacts import expert_model, image_text_split
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import parse_section
+from lors_distill.core.config import BaselinesParams, DistillationParams
 from lors_distill.core.coresets import CORESET_METHODS, CoresetInputs
 from lors_distill.core.device import resolve_device
 from lors_distill.core.seeding import derive_seed
@@ -51,8 +50,8 @@ def coreset_bundle(
 def select_coresets(
     train_images: TensorBundle,
     train_text_features: TensorBundle,
-    distillation_params: dict[str, Any],
-    baselines_params: dict[str, Any],
+    distillation: DistillationParams,
+    config: BaselinesParams,
     *trajectories: TensorBundle,
 ) -> tuple[TensorBundle, ...]:
     """Select every coreset of ``distillation.num_pairs`` real pairs.
@@ -61,8 +60,7 @@ def select_coresets(
         One coreset per :data:`~lors_distill.core.coresets.CORESET_METHODS` entry, in its order,
         each with ``S = I`` and the experts' learning rates.
     """
-    budget = parse_section("distillation", distillation_params).num_pairs
-    config = parse_section("baselines", baselines_params)
+    budget = distillation.num_pairs
     if config.expert_index >= len(trajectories):
         raise ValueError(
             f"baselines.expert_index is {config.expert_index} but only {len(trajectories)} "

@@ -30,7 +30,7 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             distillation.create_pipeline(num_experts, method=method),
             namespace=method,
             inputs={"train_images", "train_text_features", "captions", *trajectories},
-            parameters={"params:distillation", f"params:baselines.{method}"},
+            parameters={"params:distillation", "params:baselines"},
         )
         for method in TRAJECTORY_BASELINES
     ]

@@ -11,10 +11,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import (
-    BaselineOverrides,
-    parse_section,
-)
+from lors_distill.core.config import BaselinesParams, DistillationParams
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device, tf32_matmuls
 from lors_distill.core.distill import (
@@ -32,7 +29,7 @@ logger = logging.getLogger(__name__)
 def distill(
     train_images: TensorBundle,
     train_text_features: TensorBundle,
-    params: dict[str, Any],
+    params: DistillationParams,
     *trajectories: TensorBundle,
     method: str = "lors",
 ) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
@@ -42,7 +39,7 @@ def distill(
     Args:
         train_images: the real train images (initialisation).
         train_text_features: their caption vectors.
-        params: the ``distillation`` parameter section.
+        params: the ``distillation`` parameters.
         trajectories: the expert trajectory bundles.
         method: ``lors``, or a baseline that fixes part of the configuration (``tesla_vl``:
             ``S = I`` with TESLA's gradient; ``mtt_vl``: ``S = I`` with the exact gradient; see
@@ -53,8 +50,7 @@ def distill(
         the safetensors header) and the per-iteration history (loss, per-branch losses, learning
         rates, S statistics).
     """
-    fixed = method_settings(method, params.get("grad_mode", ""))
-    config = parse_section("distillation", {**params, **fixed})
+    config = params.updated(**method_settings(method, params.grad_mode))
     device = resolve_device(config.device)
     run = prepare_run(train_images, train_text_features, config, trajectories, device)
     checkpoint = Path(config.checkpoint_dir) / f"distillation_{run.fingerprint}.safetensors"
@@ -108,19 +104,19 @@ def distill(
 def distill_baseline(
     train_images: TensorBundle,
     train_text_features: TensorBundle,
-    params: dict[str, Any],
-    overrides: dict[str, Any],
+    params: DistillationParams,
+    baselines: BaselinesParams,
     *trajectories: TensorBundle,
     method: str,
 ) -> tuple[TensorBundle, dict[str, Any], pd.DataFrame]:
     """:func:`distill` for a trajectory baseline (``tesla_vl``, ``mtt_vl``) with its own
-    settings (``params:baselines.<method>``: outer rates, expert window; see
+    settings (``baselines.<method>``: outer rates, expert window; see
     :class:`lors_distill.core.config.BaselineOverrides`) in place of ``distillation``'s."""
-    own = BaselineOverrides.model_validate(overrides).applied()
+    own = getattr(baselines, method).applied()
     if own:
         logger.info("%s: own settings %s (baselines.%s)", method, own, method)
     return distill(
-        train_images, train_text_features, {**params, **own}, *trajectories, method=method
+        train_images, train_text_features, params.updated(**own), *trajectories, method=method
     )
 
 

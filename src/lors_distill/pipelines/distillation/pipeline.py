@@ -17,13 +17,14 @@ def create_pipeline(num_experts: int = 1, method: str = "lors", **kwargs) -> Pip
     ``method`` is a trajectory-matching method of :data:`lors_distill.core.distill.METHODS`:
     ``lors`` (the ``distillation`` section as configured) or a baseline that fixes part of it
     (``tesla_vl``, ``mtt_vl``: the baselines pipeline reuses this pipeline under their names)
-    and takes its own outer-loop settings from ``baselines.<method>``.
+    and takes its own outer-loop settings from ``baselines.<method>`` (the node reads the
+    ``baselines`` section: a typed parameter object has no catalog entries for its keys).
     """
     func = distill
-    own_settings = []  # a baseline's own outer-loop settings, baselines.<method>
+    own_settings = []  # a baseline's own outer-loop settings, in baselines.<method>
     if method != "lors":
         func = update_wrapper(partial(distill_baseline, method=method), distill_baseline)
-        own_settings = [f"params:baselines.{method}"]
+        own_settings = ["params:baselines"]
     return Pipeline(
         [
             Node(

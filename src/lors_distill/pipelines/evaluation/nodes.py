@@ -14,19 +14,20 @@ from matplotlib.figure import Figure
 
 from lors_distill.core.artifacts import expert_model
 from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle
-from lors_distill.core.config import parse_section, to_dataclass
+from lors_distill.core.config import (
+    EvaluationParams,
+    ExpertsParams,
+    FeaturesParams,
+    IngestionParams,
+    ModelParams,
+)
 from lors_distill.core.coresets import CORESET_METHODS, teacher_similarity
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import describe_machine, resolve_device
 from lors_distill.core.distill import METHODS
 from lors_distill.core.distilled import similarity_from_bundle
-from lors_distill.core.evaluate import (
-    EvalTrainingConfig,
-    RetrievalSplit,
-    SmallSet,
-    evaluate_small_set,
-)
-from lors_distill.core.models import ConvNetConfig, ImageEncoderSpec, ModelRecipe
+from lors_distill.core.evaluate import RetrievalSplit, SmallSet, evaluate_small_set
+from lors_distill.core.models import ImageEncoderSpec, ModelRecipe
 from lors_distill.core.plots import recall_bars, recall_vs_budget_figure
 from lors_distill.core.reports import (
     SELECTION,
@@ -50,7 +51,7 @@ class _Evaluation:
     recipe: ModelRecipe
     data: SmallSet
     normalizer: Normalizer
-    training: EvalTrainingConfig
+    training: EvaluationParams
     seeds: list[int]
     device: torch.device
     targets: str
@@ -58,7 +59,7 @@ class _Evaluation:
 
 def _prepare(
     small_set: TensorBundle,
-    config: Any,
+    config: EvaluationParams,
     *,
     hard_targets: bool = False,
     cross_arch: bool = False,
@@ -71,7 +72,7 @@ def _prepare(
                 config.cross_arch.image_encoder,
                 recipe.encoder.image_size,
                 False,
-                ConvNetConfig(**config.cross_arch.convnet.model_dump()),
+                config.cross_arch.convnet,
             ),
             recipe.text_dim,
             recipe.dropout,
@@ -83,7 +84,7 @@ def _prepare(
         recipe=recipe,
         data=SmallSet(small_set["images"], small_set["texts"], similarity, small_set["lrs"]),
         normalizer=Normalizer(tuple(meta["image_mean"]), tuple(meta["image_std"])),
-        training=to_dataclass(EvalTrainingConfig, config),
+        training=config,
         seeds=[derive_seed(config.seed, index) for index in range(config.num_eval)],
         device=resolve_device(config.device),
         targets="identity" if hard_targets else meta.get("sim_type", "identity"),
@@ -104,7 +105,7 @@ def evaluate_set(
     test_text_features: TensorBundle,
     val_images: TensorBundle,
     val_text_features: TensorBundle,
-    params: dict[str, Any],
+    config: EvaluationParams,
     *,
     method: str,
     hard_targets: bool = False,
@@ -127,7 +128,6 @@ def evaluate_set(
         ``{"method", "mean", "std", "runs", "val_selected", ...}`` with Recall@K in percent
         (and the scorer bundle with ``keep_model``).
     """
-    config = parse_section("evaluation", params)
     if cross_arch and config.cross_arch is None:
         return {"method": method, "skipped": "evaluation.cross_arch is not set"}
     setup = _prepare(small_set, config, hard_targets=hard_targets, cross_arch=cross_arch)
@@ -181,10 +181,9 @@ def evaluate_external_set(
     test_text_features: TensorBundle,
     val_images: TensorBundle,
     val_text_features: TensorBundle,
-    params: dict[str, Any],
+    config: EvaluationParams,
 ) -> dict[str, Any]:
     """Evaluate the set at ``evaluation.external_set`` (a run produced elsewhere), if set."""
-    config = parse_section("evaluation", params)
     if not config.external_set:
         return {"method": "external", "skipped": "evaluation.external_set is not set"}
     path = Path(config.external_set)
@@ -206,14 +205,14 @@ def evaluate_external_set(
         test_text_features,
         val_images,
         val_text_features,
-        params,
+        config,
         method="external",
     )
     return {**result, "path": str(path.resolve())}
 
 
 def make_random_teacher_set(
-    random_set: TensorBundle, params: dict[str, Any], *trajectories: TensorBundle
+    random_set: TensorBundle, config: EvaluationParams, *trajectories: TensorBundle
 ) -> TensorBundle:
     """The random coreset with soft targets from a trained expert (``random_teacher`` control).
 
@@ -221,7 +220,6 @@ def make_random_teacher_set(
     min-max scaled over the whole matrix to ``[0, 1]``, with the diagonal set to 1 (each image's
     own caption stays a full positive). This isolates what soft labels alone are worth.
     """
-    config = parse_section("evaluation", params)
     model, _ = expert_model(trajectories[config.teacher_expert])
     scaled = teacher_similarity(model, random_set["images"], random_set["texts"])
     return TensorBundle(
@@ -238,13 +236,13 @@ def make_random_teacher_set(
 def evaluate_full_data(
     test_images: TensorBundle,
     test_text_features: TensorBundle,
-    evaluation_params: dict[str, Any],
+    config: EvaluationParams,
     *trajectories: TensorBundle,
 ) -> dict[str, Any]:
     """The full-data upper bound: every expert after its last epoch, on the test split, scored
     on ``evaluation.device`` like every other set."""
     runs = []
-    device = resolve_device(parse_section("evaluation", evaluation_params).device)
+    device = resolve_device(config.device)
     for trajectory in trajectories:
         model, normalizer = expert_model(trajectory)
         runs.append(
@@ -276,19 +274,34 @@ def summarise_evaluation(
 
 
 def archive_budget(
-    metrics: dict[str, float], lors_evaluation: dict[str, Any], *sections: dict[str, Any]
+    metrics: dict[str, float],
+    lors_evaluation: dict[str, Any],
+    ingestion: IngestionParams,
+    features: FeaturesParams,
+    model: ModelParams,
+    experts: ExpertsParams,
+    evaluation: EvaluationParams,
 ) -> dict[str, dict[str, Any]]:
-    """This run's entry of the per-budget archive: ``pairs_<N>_<setup>`` -> metrics."""
-    return budget_entry(metrics, lors_evaluation, *sections)
+    """This run's entry of the per-budget archive: ``pairs_<N>_<setup>`` -> metrics, the setup
+    hashed from the sections that make two budgets comparable.
+
+    Each section is named and annotated: Kedro builds the typed object a node receives from its
+    annotation, in the pipelines being run (``kedro run --pipelines evaluation`` included)."""
+    return budget_entry(metrics, lors_evaluation, ingestion, features, model, experts, evaluation)
 
 
 def plot_recall_vs_budget(
-    budgets: dict[str, Callable[[], dict[str, Any]]], *sections: dict[str, Any]
+    budgets: dict[str, Callable[[], dict[str, Any]]],
+    ingestion: IngestionParams,
+    features: FeaturesParams,
+    model: ModelParams,
+    experts: ExpertsParams,
+    evaluation: EvaluationParams,
 ) -> Figure:
     """Mean recall (± std over seeds) against the number of pairs, one line per method, from
     the budgets archived in ``data/08_reporting/budgets`` by runs with this run's setup (other
     data, experts or evaluation settings are left out), with the full-data bound."""
-    setup = setup_id(*sections)
+    setup = setup_id(ingestion, features, model, experts, evaluation)
     entries = sorted(
         (entry for load in budgets.values() if (entry := load()).get("setup") == setup),
         key=lambda e: e["num_pairs"],

@@ -10,19 +10,13 @@ import torch
 from matplotlib.figure import Figure
 
 from lors_distill.core.artifacts import image_text_split
-from lors_distill.core.augment import AugmentConfig
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import ExpertsParams, ModelParams, parse_section, to_dataclass
+from lors_distill.core.config import ExpertsParams, ModelParams
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
-from lors_distill.core.experts import ExpertTrainingConfig, train_expert
+from lors_distill.core.experts import train_expert
 from lors_distill.core.flat import ParameterLayout
-from lors_distill.core.models import (
-    ConvNetConfig,
-    ImageEncoderSpec,
-    ModelRecipe,
-    pixel_normalization,
-)
+from lors_distill.core.models import ImageEncoderSpec, ModelRecipe, pixel_normalization
 from lors_distill.core.seeding import derive_seed
 from lors_distill.provenance import TRAINING_INPUTS, trajectory_settings
 
@@ -35,14 +29,9 @@ def model_recipe(model: ModelParams, image_size: int, text_dim: int) -> ModelRec
         name=model.image_encoder,
         image_size=image_size,
         pretrained=model.pretrained,
-        convnet=ConvNetConfig(**model.convnet.model_dump()),
+        convnet=model.convnet,
     )
     return ModelRecipe(encoder, text_dim, model.text_dropout, model.temperature)
-
-
-def training_config(experts: ExpertsParams) -> ExpertTrainingConfig:
-    augment = AugmentConfig(**experts.augment.model_dump())
-    return to_dataclass(ExpertTrainingConfig, experts, augment=augment)
 
 
 def train_one_expert(
@@ -50,8 +39,8 @@ def train_one_expert(
     train_text_features: TensorBundle,
     val_images: TensorBundle,
     val_text_features: TensorBundle,
-    model_params: dict[str, Any],
-    experts_params: dict[str, Any],
+    model_cfg: ModelParams,
+    experts_cfg: ExpertsParams,
     *,
     index: int,
 ) -> tuple[TensorBundle, dict[str, Any]]:
@@ -62,8 +51,6 @@ def train_one_expert(
         ``(epochs,)``, ``image_mean``/``image_std`` ``(3,)``; metadata: model recipe, parameter
         layout, seed, training config, validation recall) and a JSON-able report.
     """
-    model_cfg = parse_section("model", model_params)
-    experts_cfg = parse_section("experts", experts_params)
     if index >= experts_cfg.num_experts:
         raise ValueError(
             f"expert {index} requested but experts.num_experts is {experts_cfg.num_experts}"
@@ -82,7 +69,7 @@ def train_one_expert(
         model,
         train,
         val,
-        training_config(experts_cfg),
+        experts_cfg,
         normalizer,
         seed,
         device,

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pandas as pd
 import torch
 
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import parse_section
+from lors_distill.core.config import FeaturesParams
 from lors_distill.core.text_encoders import build_text_encoder, encode_unique
 
 logger = logging.getLogger(__name__)
 
 
 def encode_captions(
-    captions: pd.DataFrame, params: dict[str, Any]
+    captions: pd.DataFrame, config: FeaturesParams
 ) -> tuple[TensorBundle, TensorBundle, TensorBundle]:
     """Encode every caption once with the frozen text encoder.
 
@@ -25,22 +24,14 @@ def encode_captions(
 
     Args:
         captions: the caption table from ingestion.
-        params: the ``features`` parameter section.
+        config: the ``features`` parameters.
 
     Returns:
         Train, val and test bundles aligned row by row with that split's caption rows:
         ``embeddings`` ``(M, d)`` float32, ``image_index`` and ``caption_index`` ``(M,)`` int64;
         metadata records the encoder spec and ``dim``.
     """
-    config = parse_section("features", params)
-    encoder = build_text_encoder(
-        config.text_encoder,
-        device=config.device,
-        batch_size=config.batch_size,
-        pooling=config.pooling,
-        max_length=config.max_length,
-        clean_captions=config.clean_captions,
-    )
+    encoder = build_text_encoder(config)
     texts = captions["caption"].tolist()
     unique = captions["caption"].nunique()
     logger.info("encoding %d captions (%d distinct) with %s", len(texts), unique, encoder.name)

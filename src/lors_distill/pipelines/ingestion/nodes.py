@@ -7,12 +7,12 @@ from typing import Any
 import pandas as pd
 
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import parse_section
+from lors_distill.core.config import IngestionParams
 from lors_distill.core.ingest import ingest
 
 
 def ingest_source(
-    params: dict[str, Any],
+    config: IngestionParams,
 ) -> tuple[TensorBundle, TensorBundle, TensorBundle, pd.DataFrame, dict[str, Any]]:
     """Read, validate, split and resize the configured dataset source.
 
@@ -20,13 +20,12 @@ def ingest_source(
     ``on_bad_record: error`` stops the run before any output is written.
 
     Args:
-        params: the ``ingestion`` parameter section.
+        config: the ``ingestion`` parameters.
 
     Returns:
         Train, val and test image bundles (``images``: ``(N, 3, H, W)`` uint8), the caption
         table (``split, image_index, caption_index, image_id, caption``) and the ingestion report.
     """
-    config = parse_section("ingestion", params)
     data = ingest(config)
     bundles = tuple(
         TensorBundle(
