@@ -48,3 +48,20 @@ def require_flickr8k() -> Path:
     if not (FLICKR8K / "captions.jsonl").is_file():
         pytest.skip(f"needs the Flickr8k sample at {FLICKR8K} (absent on this machine)")
     return FLICKR8K
+
+
+# The longest files first: pytest-xdist (``--dist loadfile``) hands each worker the next file in
+# collection order when it is free, so these start at once instead of running alone at the end.
+_LONGEST_FIRST = (
+    "tests/test_dvc.py",
+    "tests/pipelines/test_end_to_end.py",
+    "tests/pipelines/test_paper_envs.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.path).resolve().relative_to(PROJECT_ROOT).as_posix()
+        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
