@@ -20,6 +20,7 @@ from lors_distill import structure, tracking
 from lors_distill.core.config import ParameterError, check_train_size, validate_parameters
 from lors_distill.core.device import keep_freed_memory, worker_threads
 from lors_distill.core.schema import as_logged
+from lors_distill.datasets import ExternalSetDataset
 from lors_distill.pipeline_registry import register_pipelines
 from lors_distill.provenance import check_reused_experts, remove_stale_outputs
 
@@ -64,6 +65,14 @@ class RunChecksHook:
         except MissingConfigException:
             raw = {}
         self._parsed = validate_parameters(raw)
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        """``evaluation.external_set`` names a file: the catalog's ``external_set`` reads it
+        (a catalog entry cannot take its path from a parameter)."""
+        evaluation = self._parsed.get("evaluation")
+        if evaluation is not None and evaluation.external_set:
+            catalog["external_set"] = ExternalSetDataset(filepath=evaluation.external_set)
 
     @hook_impl
     def after_node_run(self, outputs: dict[str, Any]) -> None:

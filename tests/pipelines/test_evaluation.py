@@ -97,25 +97,35 @@ def test_validation_chosen_epochs_get_their_own_columns():
 
 
 def test_an_external_set_that_is_not_a_distilled_set_names_the_file(tmp_path):
+    """The catalog's ``external_set`` reads the file ``evaluation.external_set`` names: a
+    missing or pickled file is refused by the dataset, a bundle that is no distilled set by
+    the node, each naming the parameter and the file."""
     import pickle
 
     import pytest
     import torch
+    from kedro.io import DatasetError
 
     from lors_distill.core.bundle import TensorBundle, save_bundle
+    from lors_distill.datasets import ExternalSetDataset
     from lors_distill.pipelines.evaluation.nodes import evaluate_external_set
 
-    params = section("evaluation", env=None)
+    assert ExternalSetDataset().load() is None  # not set: the node skips it
     pickled = tmp_path / "set.pkl"
     pickled.write_bytes(pickle.dumps({"images": [1, 2, 3]}))
-    trajectory = tmp_path / "trajectory.safetensors"
-    save_bundle(TensorBundle({"trajectory": torch.zeros(3, 4)}, {"model": "{}"}), trajectory)
     for path, fragment in [
         (pickled, r"set\.pkl: unreadable safetensors file"),
-        (trajectory, r"trajectory\.safetensors is not a distilled set \(it lacks images, lrs"),
+        (tmp_path / "missing.safetensors", r"missing\.safetensors does not exist"),
     ]:
-        with pytest.raises(ValueError, match=rf"evaluation\.external_set: .*{fragment}"):
-            evaluate_external_set(None, None, None, None, params.updated(external_set=str(path)))
+        with pytest.raises(DatasetError, match=rf"evaluation\.external_set: .*{fragment}"):
+            ExternalSetDataset(filepath=str(path)).load()
+    trajectory = tmp_path / "trajectory.safetensors"
+    save_bundle(TensorBundle({"trajectory": torch.zeros(3, 4)}, {"model": "{}"}), trajectory)
+    loaded = ExternalSetDataset(filepath=str(trajectory)).load()
+    params = section("evaluation", env=None, external_set=str(trajectory))
+    fragment = r"trajectory\.safetensors is not a distilled set \(it lacks images, lrs"
+    with pytest.raises(ValueError, match=rf"evaluation\.external_set: .*{fragment}"):
+        evaluate_external_set(loaded, None, None, None, None, params)
 
 
 def test_full_data_is_scored_on_the_evaluation_device(monkeypatch):

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from lors_distill.core.config import validate_parameters
 from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.core.distilled import similarity_from_bundle
+from lors_distill.datasets import ExternalSetDataset
 from lors_distill.pipeline_registry import register_pipelines
 from lors_distill.pipelines.distillation.nodes import distill
 from tests.params import base_params
@@ -190,7 +191,10 @@ def test_evaluation_slice(pipelines, parsed, baselines, tmp_path: Path):
     budgets = PartitionedDataset(
         path=str(tmp_path / "budgets"), dataset="json.JSONDataset", filename_suffix=".json"
     )
-    out = run_slice(pipelines["evaluation"], baselines, parsed, budget_metrics=budgets)
+    external = ExternalSetDataset()  # evaluation.external_set not set
+    out = run_slice(
+        pipelines["evaluation"], baselines, parsed, budget_metrics=budgets, external_set=external
+    )
     metrics = out["metrics"]
     for method in ("lors", "tesla_vl", "mtt_vl", *CORESET_METHODS, "full_data"):
         assert f"{method}.mean_recall.mean" in metrics, method

@@ -2,6 +2,7 @@
 
 from lors_distill.datasets.atomic import CSVDataset, JSONDataset, ParquetDataset
 from lors_distill.datasets.tensor_bundle_dataset import (
+    ExternalSetDataset,
     ScorerModelDataset,
     TensorBundleDataset,
     TrajectoryDataset,
@@ -15,6 +16,7 @@ from lors_distill.datasets.tracked import (
 
 __all__ = [
     "CSVDataset",
+    "ExternalSetDataset",
     "JSONDataset",
     "ParquetDataset",
     "ScorerModelDataset",

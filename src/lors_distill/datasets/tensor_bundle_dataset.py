@@ -14,6 +14,7 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import ImagePreview, TablePreview
 
 from lors_distill.core.bundle import (
+    BundleIntegrityError,
     TensorBundle,
     load_bundle,
     read_bundle_metadata,
@@ -109,6 +110,40 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
                 "data": rows,
             }
         )
+
+
+class ExternalSetDataset(TensorBundleDataset):
+    """The distilled set of another run that ``evaluation.external_set`` names, read like every
+    other input; ``None`` when that parameter is not set.
+
+    ``catalog.yml`` declares it without a file; :class:`~lors_distill.hooks.RunChecksHook` puts
+    the configured path in its place when the catalog is created (a catalog entry cannot read a
+    parameter). Read errors name the parameter and the file.
+    """
+
+    def __init__(self, *, filepath: str | None = None, **kwargs: Any) -> None:
+        super().__init__(filepath=filepath or "", **kwargs)
+        self._configured = bool(filepath)
+
+    def load(self) -> TensorBundle | None:
+        if not self._configured:
+            return None
+        path = Path(self._filepath)
+        if not path.is_file():
+            raise DatasetError(f"evaluation.external_set: {path} does not exist")
+        try:
+            return load_bundle(path)
+        except BundleIntegrityError as error:
+            raise DatasetError(f"evaluation.external_set: {error}") from error
+
+    def save(self, data: TensorBundle) -> None:
+        raise DatasetError("evaluation.external_set is read, never written")
+
+    def _exists(self) -> bool:
+        return not self._configured or Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath) if self._configured else None}
 
 
 def _short(value: Any, limit: int = 80) -> str:

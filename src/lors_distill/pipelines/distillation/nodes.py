@@ -53,6 +53,8 @@ def distill(
     config = params.updated(**method_settings(method, params.grad_mode))
     device = resolve_device(config.device)
     run = prepare_run(train_images, train_text_features, config, trajectories, device)
+    # the one file a node reads and writes outside the catalog, on purpose: resume checkpoints,
+    # written during the run (a catalog output is saved only when the node returns)
     checkpoint = Path(config.checkpoint_dir) / f"distillation_{run.fingerprint}.safetensors"
     logger.info(
         "%s: distilling %d pairs (%s similarity, %s gradient) from %d experts, %d iterations; "

@@ -13,7 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 from lors_distill.core.artifacts import expert_model
-from lors_distill.core.bundle import BundleIntegrityError, TensorBundle, load_bundle
+from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import (
     EvaluationParams,
     ExpertsParams,
@@ -177,22 +177,18 @@ def evaluate_set(
 
 
 def evaluate_external_set(
+    external: TensorBundle | None,
     test_images: TensorBundle,
     test_text_features: TensorBundle,
     val_images: TensorBundle,
     val_text_features: TensorBundle,
     config: EvaluationParams,
 ) -> dict[str, Any]:
-    """Evaluate the set at ``evaluation.external_set`` (a run produced elsewhere), if set."""
-    if not config.external_set:
+    """Evaluate the set at ``evaluation.external_set`` (a run produced elsewhere; the catalog's
+    ``external_set`` reads it), if set."""
+    if external is None:
         return {"method": "external", "skipped": "evaluation.external_set is not set"}
-    path = Path(config.external_set)
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluation.external_set: {path} does not exist")
-    try:
-        external = load_bundle(path)
-    except BundleIntegrityError as error:
-        raise ValueError(f"evaluation.external_set: {error}") from error
+    path = Path(config.external_set or "")
     missing = sorted({"images", "texts", "lrs"} - external.tensors.keys())
     if missing or "model" not in external.metadata:
         raise ValueError(

@@ -61,7 +61,7 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         *(_evaluate_node(method, dataset, options) for method, (dataset, options) in sets.items()),
         Node(
             func=evaluate_external_set,
-            inputs=TEST,
+            inputs=["external_set", *TEST],
             outputs="external_evaluation",
             name="evaluate_external_node",
         ),
