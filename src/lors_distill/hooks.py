@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -102,8 +101,8 @@ class PipelineStructureHook:
         if not project.PACKAGE_NAME:
             return
         count = structure.session_num_experts(context.config_loader["parameters"])
-        if count is None:  # not a positive integer: validation names it; build the configured
-            count = structure.configured_num_experts(Path(context.config_loader.conf_source))
+        if count is None:  # not a positive integer: RunChecksHook (tryfirst) has already
+            return  # stopped the run, naming experts.num_experts
         built = register_pipelines(count)
         project.pipelines.configure(None)
         for name, pipeline in built.items():

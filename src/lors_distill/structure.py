@@ -21,8 +21,7 @@ from lors_distill.config_loader import load_parameters
 
 def session_num_experts(parameters: Mapping[str, Any]) -> int | None:
     """``experts.num_experts`` of a session's merged parameters, or None when it is not a
-    positive integer (the parameter validation reports that, naming the key; the pipelines keep
-    the configured count until then)."""
+    positive integer (the parameter validation reports that, naming the key)."""
     value = (parameters.get("experts") or {}).get("num_experts", 0)
     try:
         count = int(value) if float(value).is_integer() and not isinstance(value, bool) else 0
