@@ -242,3 +242,73 @@ def test_a_registered_dataset_source_validates(monkeypatch):
         validate_parameters(params)
     monkeypatch.setitem(ingest.SOURCES, "webdataset", ingest.SOURCES["jsonl"])
     assert validate_parameters(params)["ingestion"].source == "webdataset"
+
+
+# ------------------------------------------------------------------ options of a registry entry
+
+
+def test_a_loss_takes_its_options_and_a_bare_name_stays_a_name():
+    import torch
+
+    from lors_distill.core.losses import kl, soft_loss
+
+    params = base_params()
+    assert validate_parameters(params)["distillation"].loss == "wbce"  # dumps as before
+    params["distillation"]["loss"] = {"name": "kl", "sharpness": 5}
+    loss = validate_parameters(params)["distillation"].loss
+    assert loss == {"name": "kl", "sharpness": 5.0}
+    logits, targets = torch.randn(4, 4), torch.rand(4, 4)
+    chosen = soft_loss(loss)(logits, targets)
+    assert torch.equal(chosen, kl(logits, targets, sharpness=5.0))
+    assert not torch.equal(chosen, kl(logits, targets))  # the option is used
+    assert torch.equal(soft_loss({"name": "kl"})(logits, targets), kl(logits, targets, 10.0))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "fragment"),
+    [
+        ("distillation", "loss", {"name": "kl", "sharpness": 0}, r"sharpness: .*greater than 0"),
+        ("evaluation", "loss", {"name": "kl", "sharpness": "x"}, r"sharpness: .*valid number"),
+        ("distillation", "loss", {"name": "kl", "sharp": 5}, r"sharp: .*options of 'kl': sharp"),
+        ("distillation", "loss", {"name": "wbce", "sharpness": 5}, r"options of 'wbce': none"),
+        ("distillation", "loss", {"sharpness": 5}, r"mapping of 'name' and its options"),
+        ("distillation", "loss", 5, r"give a name \(one of wbce, bce"),
+        ("distillation", "loss", {"name": "hinge"}, r"use one of wbce, bce"),
+        (
+            "features",
+            "clean_captions",
+            {"name": "blip", "max_words": -1},
+            r"max_words: .*greater than or equal to 0",
+        ),
+        ("features", "clean_captions", {"name": "none", "max_words": 5}, r"of 'none': none"),
+    ],
+)
+def test_bad_options_fail_at_start_naming_the_parameter_and_the_option(
+    section, key, value, fragment
+):
+    params = base_params()
+    params[section][key] = value
+    with pytest.raises(ParameterError, match=rf"{section}\.{key}.*{fragment}"):
+        validate_parameters(params)
+
+
+def test_a_cleaning_takes_its_word_limit(monkeypatch):
+    from lors_distill.core import text_encoders
+    from lors_distill.core.schema import chosen
+
+    params = base_params()
+    params["features"]["clean_captions"] = {"name": "blip", "max_words": 3}
+    spec = validate_parameters(params)["features"].clean_captions
+    clean = chosen(spec, text_encoders.CAPTION_CLEANERS)
+    assert clean("A Dog, running!!  on the BEACH.") == "a dog, running"
+    assert chosen("blip", text_encoders.CAPTION_CLEANERS)(" ".join(["w"] * 40)) == " ".join(
+        ["w"] * text_encoders.MAX_WORDS
+    )
+
+    # an option of a cleaning registered by a user validates like a shipped one's
+    def first(text: str, words: int = 1) -> str:
+        return " ".join(text.split()[:words])
+
+    monkeypatch.setitem(text_encoders.CAPTION_CLEANERS, "first", first)
+    params["features"]["clean_captions"] = {"name": "first", "words": 2}
+    assert validate_parameters(params)["features"].clean_captions == {"name": "first", "words": 2}

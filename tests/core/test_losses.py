@@ -92,7 +92,7 @@ def test_identity_targets_reduce_to_one_hot_forms():
 
 def test_losses_registry_and_gradients():
     assert set(SOFT_LOSSES) == {"wbce", "bce", "infonce", "cwcl", "kl", "mse"}
-    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+    with pytest.raises(ValueError, match="loss 'hinge': use one of wbce"):
         soft_loss("hinge")
     for name in SOFT_LOSSES:
         z = Z.clone().requires_grad_(True)

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lors_distill.core.augment import AugmentConfig
 from lors_distill.core.models import PIXEL_STATISTICS, ConvNetConfig, check_image_encoder_name
-from lors_distill.core.schema import Strict, one_of
+from lors_distill.core.schema import Choice, Strict, choice, one_of
 
 
 class ParameterError(ValueError):
@@ -97,7 +97,7 @@ class FeaturesParams(Strict):
 
     text_encoder: str = Field(min_length=1)
     pooling: str | None
-    clean_captions: str
+    clean_captions: Choice  # a cleaner's name, or {name: <cleaner>, max_words: <n>}
     max_length: int = Field(ge=8, le=4096)
     batch_size: int = Field(ge=1)
     device: str
@@ -109,12 +109,12 @@ class FeaturesParams(Strict):
 
         return value if value is None else one_of(value, POOLINGS)
 
-    @field_validator("clean_captions")
+    @field_validator("clean_captions", mode="before")
     @classmethod
-    def _known_cleaning(cls, value: str) -> str:
+    def _known_cleaning(cls, value: Any) -> Choice:
         from lors_distill.core.text_encoders import CAPTION_CLEANERS
 
-        return one_of(value, CAPTION_CLEANERS)
+        return choice(value, CAPTION_CLEANERS)
 
     @field_validator("text_encoder")
     @classmethod
@@ -182,7 +182,7 @@ class DistillationParams(Strict):
     sim_type: str
     rank: int = Field(ge=1)
     alpha: float
-    loss: str
+    loss: Choice  # a loss's name, or {name: <loss>, <option>: <value>} (kl: sharpness)
     merge_branches: bool
     grad_mode: Literal["tesla", "tesla_one_graph", "full"]
     mini_batch_remainder: Literal["keep", "drop"]
@@ -212,12 +212,12 @@ class DistillationParams(Strict):
             )
         return self
 
-    @field_validator("loss")
+    @field_validator("loss", mode="before")
     @classmethod
-    def _known_loss(cls, value: str) -> str:
+    def _known_loss(cls, value: Any) -> Choice:
         from lors_distill.core.losses import SOFT_LOSSES
 
-        return one_of(value, SOFT_LOSSES)
+        return choice(value, SOFT_LOSSES)
 
     @field_validator("sim_type")
     @classmethod
@@ -282,19 +282,19 @@ class EvaluationParams(Strict):
     weight_decay: float = Field(ge=0.0)
     lr_decay_epoch: int = Field(ge=0)
     lr_decay_factor: float = Field(gt=0.0, le=1.0)
-    loss: str
+    loss: Choice  # a loss's name, or {name: <loss>, <option>: <value>} (kl: sharpness)
     select_every: int | None = Field(ge=1)
     teacher_expert: int = Field(ge=0)
     cross_arch: CrossArchParams | None
     external_set: str | None
     device: str
 
-    @field_validator("loss")
+    @field_validator("loss", mode="before")
     @classmethod
-    def _known_loss(cls, value: str) -> str:
+    def _known_loss(cls, value: Any) -> Choice:
         from lors_distill.core.losses import SOFT_LOSSES
 
-        return one_of(value, SOFT_LOSSES)
+        return choice(value, SOFT_LOSSES)
 
 
 PARAMETER_FILES = {

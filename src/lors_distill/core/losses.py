@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from annotated_types import Gt
+
+from lors_distill.core.schema import Choice, choice, chosen
 
 
 def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
@@ -62,8 +67,13 @@ def cwcl(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 0.5 * (row_loss + col_loss)
 
 
-def kl(logits: torch.Tensor, targets: torch.Tensor, sharpness: float = 10.0) -> torch.Tensor:
-    """``KL(softmax(10 S) || softmax(Z))`` over rows and over columns, averaged.
+def kl(
+    logits: torch.Tensor, targets: torch.Tensor, sharpness: Annotated[float, Gt(0)] = 10.0
+) -> torch.Tensor:
+    """``KL(softmax(sharpness S) || softmax(Z))`` over rows and over columns, averaged.
+
+    ``sharpness`` is the reference's 10 unless configuration sets it
+    (``loss: {name: kl, sharpness: 5.0}``).
 
     Each direction is the mean over all ``B x B`` entries of the pointwise KL terms (PyTorch's
     ``KLDivLoss(reduction="mean")``, as in the reference), i.e. the per-row KL divided by ``B``.
@@ -89,6 +99,8 @@ def mse(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(torch.sigmoid(logits), targets)
 
 
+# the loss names (distillation.loss, evaluation.loss); a loss's keyword parameters with a default
+# (kl's sharpness) are its options in configuration (core.schema.choice)
 SOFT_LOSSES = {
     "wbce": wbce,
     "bce": bce,
@@ -99,8 +111,11 @@ SOFT_LOSSES = {
 }
 
 
-def soft_loss(name: str):
-    """The multi-label contrastive loss called ``name`` (``(Z, S) -> scalar``)."""
-    if name not in SOFT_LOSSES:
-        raise ValueError(f"unknown loss {name!r}: use one of {', '.join(SOFT_LOSSES)}")
-    return SOFT_LOSSES[name]
+def soft_loss(spec: Choice):
+    """The multi-label contrastive loss ``spec`` names (``(Z, S) -> scalar``): a name of
+    :data:`SOFT_LOSSES`, or a mapping of the name and its options."""
+    try:
+        spec = choice(spec, SOFT_LOSSES)
+    except ValueError as error:
+        raise ValueError(f"loss {spec!r}: {error}") from None
+    return chosen(spec, SOFT_LOSSES)

@@ -29,13 +29,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from tqdm.auto import tqdm
 
 from lors_distill.core.device import resolve_device
+from lors_distill.core.schema import Choice, choice, chosen
 
 if TYPE_CHECKING:
     from lors_distill.core.config import FeaturesParams
@@ -64,7 +66,12 @@ _SPACE_RE = re.compile(r"\s+")
 # --------------------------------------------------------------------------- helpers
 
 
-def clean_caption(text: str, max_words: int = 30) -> str:
+# a cleaning keeps this many words unless configuration says otherwise (clean_captions:
+# {name: blip, max_words: 50}): the reference's (BLIP's pre_caption, called with 30)
+MAX_WORDS = 30
+
+
+def clean_caption(text: str, max_words: Annotated[int, Ge(0)] = MAX_WORDS) -> str:
     """Clean a caption the way the LoRS paper does before text encoding.
 
     Lower-cases, drops apostrophes, replaces any other punctuation with a space, collapses
@@ -85,7 +92,7 @@ _BLIP_PUNCT_RE = re.compile(r"([.!\"()*#:;~])")
 _BLIP_SPACES_RE = re.compile(r"\s{2,}")
 
 
-def blip_caption(text: str, max_words: int = 30) -> str:
+def blip_caption(text: str, max_words: Annotated[int, Ge(0)] = MAX_WORDS) -> str:
     """Clean a caption as the LoRS reference does (BLIP's ``pre_caption``, 30 words).
 
     Lower-cases, replaces only ``. ! " ( ) * # : ; ~`` with a space, collapses runs of
@@ -103,7 +110,8 @@ def blip_caption(text: str, max_words: int = 30) -> str:
     return " ".join(words[:max_words]) if len(words) > max_words else text
 
 
-# features.clean_captions -> the cleaning applied before tokenisation
+# features.clean_captions -> the cleaning applied before tokenisation; a cleaning's keyword
+# parameters with a default (max_words) are its options in configuration (core.schema.choice)
 CAPTION_CLEANERS: dict[str, Callable[[str], str]] = {
     "none": lambda text: text,
     "punctuation": clean_caption,  # PAPER.md's wording: all punctuation stripped
@@ -111,11 +119,11 @@ CAPTION_CLEANERS: dict[str, Callable[[str], str]] = {
 }
 
 
-def _check_cleaning(name: str) -> None:
-    if name not in CAPTION_CLEANERS:
-        raise ValueError(
-            f"unknown caption cleaning {name!r}: use one of {', '.join(CAPTION_CLEANERS)}"
-        )
+def _check_cleaning(spec: Choice) -> Choice:
+    try:
+        return choice(spec, CAPTION_CLEANERS)
+    except ValueError as error:
+        raise ValueError(f"caption cleaning {spec!r}: {error}") from None
 
 
 def _as_text_list(texts: Sequence[str]) -> list[str]:
@@ -141,7 +149,8 @@ class TextEncoder(ABC):
         device: device the model runs on.
         batch_size: number of captions per forward pass.
         clean_captions: the cleaning applied before tokenisation, a key of
-            :data:`CAPTION_CLEANERS` (``none``, ``punctuation``, ``blip``).
+            :data:`CAPTION_CLEANERS` (``none``, ``punctuation``, ``blip``), or a mapping of
+            the key and its options (``{"name": "blip", "max_words": 50}``).
         show_progress: show a tqdm bar over batches (only when there is more than one).
     """
 
@@ -154,16 +163,15 @@ class TextEncoder(ABC):
         *,
         device: torch.device,
         batch_size: int,
-        clean_captions: str,
+        clean_captions: Choice,
         show_progress: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        _check_cleaning(clean_captions)
         self.name = name
         self.device = device
         self.batch_size = int(batch_size)
-        self.clean_captions = clean_captions
+        self.clean_captions = _check_cleaning(clean_captions)
         self.show_progress = show_progress
         self.dim = 0  # set by subclasses
 
@@ -190,7 +198,7 @@ class TextEncoder(ABC):
         n = len(items)
         if n == 0:
             return torch.empty(0, self.dim, dtype=torch.float32)
-        clean = CAPTION_CLEANERS[self.clean_captions]
+        clean = chosen(self.clean_captions, CAPTION_CLEANERS)
         items = [clean(t) for t in items]
         order = sorted(range(n), key=lambda i: len(items[i]))
         starts = range(0, n, self.batch_size)
@@ -236,7 +244,7 @@ class TransformersTextEncoder(TextEncoder):
         local_files_only: bool,
         device: torch.device,
         batch_size: int,
-        clean_captions: str,
+        clean_captions: Choice,
         show_progress: bool = True,
     ) -> None:
         super().__init__(
@@ -308,7 +316,7 @@ class OpenClipTextEncoder(TextEncoder):
         *,
         device: torch.device,
         batch_size: int,
-        clean_captions: str,
+        clean_captions: Choice,
         show_progress: bool = True,
     ) -> None:
         super().__init__(
