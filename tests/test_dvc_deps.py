@@ -1,4 +1,5 @@
-"""dvc.yaml lists, for every stage, each project module that the stage's pipeline runs.
+"""dvc.yaml lists, for every stage, each project module that the stage's pipeline runs and
+each parameter section its nodes read.
 
 A stage's code is the modules of its nodes' functions and of the catalog datasets its nodes read
 and write, with everything those import from ``lors_distill`` (found statically, following
@@ -19,25 +20,36 @@ import yaml
 from tests.import_graph import PACKAGE, import_closure, module_file, only_reexports
 from tests.kedro_helpers import PROJECT_ROOT
 
+STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+
 
 @pytest.fixture(scope="module")
-def stage_code() -> dict[str, set[str]]:
-    """stage -> the project files its pipeline runs (relative to the repository root)."""
-    from kedro.framework.project import configure_project, settings
-    from kedro.io import DataCatalog
+def stage_pipelines() -> dict:
+    """stage -> the Kedro pipeline its command runs."""
+    from kedro.framework.project import configure_project
 
     configure_project(PACKAGE)
     from lors_distill.pipeline_registry import register_pipelines
+
+    pipelines = register_pipelines()
+    return {
+        stage: pipelines[spec["cmd"].split("--pipelines")[1].split()[0]]
+        for stage, spec in STAGES.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def stage_code(stage_pipelines) -> dict[str, set[str]]:
+    """stage -> the project files its pipeline runs (relative to the repository root)."""
+    from kedro.framework.project import settings
+    from kedro.io import DataCatalog
 
     loader = settings.CONFIG_LOADER_CLASS(
         conf_source=str(PROJECT_ROOT / "conf"), env="local", **settings.CONFIG_LOADER_ARGS
     )
     catalog = DataCatalog.from_config(loader["catalog"])
-    pipelines = register_pipelines()
-    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     code = {}
-    for stage, spec in stages.items():
-        pipeline = pipelines[spec["cmd"].split("--pipelines")[1].split()[0]]
+    for stage, pipeline in stage_pipelines.items():
         roots = set()
         for node in pipeline.nodes:
             func = node.func
@@ -58,10 +70,9 @@ def stage_code() -> dict[str, set[str]]:
 
 
 def test_every_stage_depends_on_the_code_it_runs(stage_code):
-    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     missing = {}
     for stage, files in stage_code.items():
-        deps = [d.rstrip("/") for d in stages[stage]["deps"]]
+        deps = [d.rstrip("/") for d in STAGES[stage]["deps"]]
         covered = {f for f in files if any(f == d or f.startswith(d + "/") for d in deps)}
         uncovered = sorted(files - covered)
         if uncovered:
@@ -80,3 +91,31 @@ def test_the_check_sees_real_imports(stage_code):
         "src/lors_distill/core/device.py",
     } <= experts
     assert "src/lors_distill/core/coresets.py" not in experts  # nor more than it runs
+
+
+def test_every_stage_tracks_the_parameter_sections_it_reads(stage_pipelines):
+    """A section a stage's nodes read (``params:<section>``) is one of the stage's ``params``,
+    taken from the file that defines it: a change to it reruns the stage even when the upstream
+    artifacts stay byte-identical (the evaluation stage names budgets by the data, features,
+    model and experts settings)."""
+    from lors_distill.core.config import PARAMETER_FILES
+
+    problems = {}
+    for stage, pipeline in stage_pipelines.items():
+        read = {
+            name.removeprefix("params:").split(".")[0]
+            for node in pipeline.nodes
+            for name in node.inputs
+            if name.startswith("params:")
+        }
+        assert not any(name == "parameters" for node in pipeline.nodes for name in node.inputs)
+        tracked = {
+            (file, section)
+            for entry in STAGES[stage]["params"]
+            for file, sections in entry.items()
+            for section in sections
+        }
+        wanted = {(f"conf/base/{PARAMETER_FILES[section]}", section) for section in read}
+        if wanted - tracked:
+            problems[stage] = sorted(wanted - tracked)
+    assert not problems, f"dvc.yaml: add these params (stage: [(file, section)]): {problems}"
