@@ -34,12 +34,16 @@ def make_jsonl_folder(root: Path, count: int = 30, lines: list[str] | None = Non
 
 
 def make_karpathy_folder(
-    root: Path, counts: dict[str, int] | None = None, prefix: str = "flickr30k"
+    root: Path,
+    counts: dict[str, int] | None = None,
+    prefix: str = "flickr30k",
+    train_captions: int = 5,
 ) -> Path:
     """Karpathy-split JSON files in the exact BLIP/LoRS format plus the images they name.
 
-    Train: a list with one entry per caption ``{"caption", "image", "image_id"}``;
-    val/test: one entry per image ``{"image", "caption": [5 strings]}``.
+    Train: a list with one entry per caption ``{"caption", "image", "image_id"}``, the first
+    ``train_captions`` of an image's captions; val/test: one entry per image
+    ``{"image", "caption": [5 strings]}``.
     """
     counts = counts or {"train": 12, "val": 4, "test": 4}
     index = 0
@@ -51,7 +55,8 @@ def make_karpathy_folder(
             captions = captions_for(index)
             if split == "train":
                 entries += [
-                    {"caption": c, "image": name, "image_id": str(1000 + index)} for c in captions
+                    {"caption": c, "image": name, "image_id": str(1000 + index)}
+                    for c in captions[:train_captions]
                 ]
             else:
                 entries.append({"image": name, "caption": captions})

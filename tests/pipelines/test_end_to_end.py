@@ -340,6 +340,10 @@ def test_kill_9_at_each_stage_then_resume_gives_the_same_bytes(finished, tmp_pat
 
 @pytest.mark.slow
 def test_kill_9_during_parallel_experts_then_resume_gives_the_same_bytes(finished, tmp_path):
+    """``kedro run --runner ParallelRunner`` (the CLI, one process per expert) killed after its
+    first expert and resumed: both experts, one from each run, equal the sequential run's byte
+    for byte at the same torch thread count (workers default to 1 thread, and CPU kernels sum
+    in another order with another thread count)."""
     project = make_project_copy(tmp_path)
     # workers with the main process's thread count: their bytes equal the sequential run's
     env = _cli_env(LORS_WORKER_THREADS=str(torch.get_num_threads()))

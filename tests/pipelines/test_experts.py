@@ -1,7 +1,4 @@
 import json
-import os
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +10,6 @@ from lors_distill.core.flat import ParameterLayout
 from lors_distill.core.models import ModelRecipe
 from lors_distill.provenance import StaleExpertError
 from tests.kedro_helpers import run_kedro
-from tests.processes import run_ok
 
 EXPERTS = "data/06_models/experts"
 
@@ -105,20 +101,3 @@ def test_bad_parameters_fail_before_any_node(project_copy, params, fragment):
     with pytest.raises(ParameterError, match=fragment.replace(".", r"\.")):
         run_kedro(project_copy, ["experts"], params=params)
     assert not (project_copy / EXPERTS).exists()
-
-
-@pytest.mark.slow
-def test_parallel_runner_gives_the_same_trajectories(prepared):
-    """``kedro run --runner ParallelRunner`` (the CLI, one process per expert) == sequential,
-    at the same torch thread count (workers default to 1 thread, and CPU kernels sum in another
-    order with another thread count)."""
-    project = prepared
-    run_kedro(project, ["experts"])
-    sequential = [trajectory_bytes(project, i) for i in range(2)]
-    for index in range(2):
-        (project / EXPERTS / f"expert_{index}.safetensors").unlink()
-    command = [str(Path(sys.executable).parent / "kedro"), "run", "--env", "test"]
-    command += ["--pipelines", "experts", "--runner", "ParallelRunner"]
-    env = {**os.environ, "LORS_WORKER_THREADS": str(torch.get_num_threads())}
-    run_ok(command, 600, cwd=project, env=env)
-    assert [trajectory_bytes(project, i) for i in range(2)] == sequential
