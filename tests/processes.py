@@ -7,8 +7,10 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 # prctl(PR_SET_PDEATHSIG, SIGKILL) in a child: it dies with pytest, even when pytest is killed
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
@@ -54,3 +56,39 @@ def run_ok(command: list[str], timeout: float, **kwargs) -> subprocess.Completed
         f"{command} exited with {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     )
     return done
+
+
+@contextlib.contextmanager
+def background(command: list[str], log: Path, stop: int = signal.SIGTERM, **kwargs):
+    """A server for the duration of a ``with`` block: started like :func:`run` (its own process
+    group, killed when pytest dies), its output in ``log``; on the way out the whole group gets
+    ``stop`` (SIGTERM), then SIGKILL if it is still there after 20 s. Yields the ``Popen``."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            **kwargs,
+        )
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, stop)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # children that outlived the leader
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +13,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.kedro_helpers import make_project_copy
-from tests.processes import run_ok
+from tests.processes import background, free_port, run_ok
 
 KEDRO = Path(sys.executable).with_name("kedro")
 MLFLOW = Path(sys.executable).with_name("mlflow")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180.0) -> None:
@@ -43,41 +35,28 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180.0) ->
 
 @pytest.fixture
 def tracking_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            str(MLFLOW),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # no background job runner: it would leave a store in /dev/shm behind
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        start_new_session=True,  # its own process group: the uvicorn workers stop with it
-    )
-    try:
+    command = [
+        str(MLFLOW),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+    ]
+    # no background job runner: it would leave a store in /dev/shm behind
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # its own process group: the uvicorn workers stop with it
+    with background(command, tmp_path / "server.log", env=env) as server:
         _wait_healthy(url, server)
         yield url, tmp_path / "server-artifacts"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
-        log.close()
 
 
 @pytest.mark.slow

@@ -26,8 +26,10 @@ def test_a_save_that_fails_midway_leaves_the_old_file_and_no_debris(tmp_path):
     path = tmp_path / "reports" / "out.json"
     dataset = JSONDataset(filepath=str(path))
     dataset.save({"a": 1})
-    with pytest.raises(DatasetError, match="not JSON serializable"):
+    with pytest.raises(DatasetError, match="not JSON serializable") as caught:
         dataset.save({"b": 2, "z": object()})  # json.dump has written '{"b": 2, "z": ' by then
+    assert str(path) in str(caught.value)
+    assert ".tmp" not in str(caught.value)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in path.parent.iterdir()] == ["out.json"]
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file
 
 # The header holds ONE key (safetensors writes its metadata map in no fixed order, so two keys
@@ -78,13 +80,62 @@ class TensorBundle:
         )
 
 
+def _prepared(bundle: TensorBundle) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors as safetensors stores them and the header that records their hash."""
+    tensors = {name: t.detach().cpu().contiguous() for name, t in bundle.tensors.items()}
+    stored = {"metadata": bundle.metadata, "sha256": content_hash(tensors)}
+    return tensors, {_BUNDLE_KEY: json.dumps(stored, sort_keys=True)}
+
+
+def bundle_bytes(bundle: TensorBundle) -> bytes:
+    """The bytes :func:`save_bundle` writes for ``bundle`` (for storage reached through
+    fsspec, where an object is uploaded whole)."""
+    tensors, header = _prepared(bundle)
+    return save_safetensors(tensors, metadata=header)
+
+
+def bundle_from_bytes(
+    data: bytes, origin: str, names: list[str] | None = None, *, require_hash: bool = False
+) -> TensorBundle:
+    """Read the bytes of a bundle file, checked as :func:`load_bundle` checks a file; ``origin``
+    (the file's URL) names it in errors."""
+    try:
+        metadata, expected, _ = read_bundle_header(data[:8], data[8:])
+        tensors = load_safetensors(data)
+        if names is not None:
+            tensors = {name: tensors[name] for name in names}
+    except (KeyError, ValueError, RuntimeError, SafetensorError) as error:
+        raise BundleIntegrityError(f"{origin}: unreadable safetensors file ({error})") from error
+    return _checked(tensors, metadata, expected, origin, names, require_hash)
+
+
+def read_bundle_header(
+    prefix: bytes, rest: bytes | Any
+) -> tuple[dict[str, Any], str | None, dict[str, tuple[str, list]]]:
+    """A bundle's header from its first 8 bytes (the header's length) and what follows (bytes,
+    or a binary file positioned after the prefix): ``(metadata, content hash or None, name ->
+    (dtype, shape))``. Reads no tensor data.
+
+    Raises:
+        ValueError, KeyError: not a safetensors header.
+    """
+    if len(prefix) != 8:
+        raise ValueError("shorter than a safetensors header")
+    length = int.from_bytes(prefix, "little")
+    raw = rest[:length] if isinstance(rest, bytes | bytearray) else rest.read(length)
+    if len(raw) != length:
+        raise ValueError("truncated safetensors header")
+    header = json.loads(raw)
+    metadata, expected = _parse_header(header.pop("__metadata__", None) or {})
+    layout = {name: (entry["dtype"], list(entry["shape"])) for name, entry in header.items()}
+    return metadata, expected, layout
+
+
 def save_bundle(bundle: TensorBundle, path: str | Path) -> None:
     """Write ``bundle`` to ``path`` atomically (temp file + rename): never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().cpu().contiguous() for name, t in bundle.tensors.items()}
-    stored = {"metadata": bundle.metadata, "sha256": content_hash(tensors)}
-    header = {_BUNDLE_KEY: json.dumps(stored, sort_keys=True)}
+    tensors, header = _prepared(bundle)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     umask = os.umask(0)
@@ -124,6 +175,18 @@ def load_bundle(
         metadata, expected = _parse_header(header)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise BundleIntegrityError(f"{path}: unreadable safetensors file ({error})") from error
+    return _checked(tensors, metadata, expected, path, names, require_hash)
+
+
+def _checked(
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, Any],
+    expected: str | None,
+    path: str | Path,
+    names: list[str] | None,
+    require_hash: bool,
+) -> TensorBundle:
+    """The bundle of ``tensors``, checked against the content hash written with them."""
     if require_hash and expected is None:
         raise BundleIntegrityError(f"{path}: no content hash (not written by save_bundle)")
     if names is None and expected is not None and content_hash(tensors) != expected:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import fsspec
 import mlflow
 import numpy as np
 import torch
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import get_filepath_str, get_protocol_and_path
 from kedro_datasets._typing import ImagePreview, TablePreview
 
 from lors_distill.core.bundle import (
     BundleIntegrityError,
     TensorBundle,
+    bundle_bytes,
+    bundle_from_bytes,
     load_bundle,
+    read_bundle_header,
     read_bundle_metadata,
     read_content_hash,
     save_bundle,
@@ -33,8 +39,13 @@ logger = logging.getLogger(__name__)
 class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
     """Named tensors + JSON metadata in one ``.safetensors`` file. Loading never unpickles.
 
-    Writes are atomic (temporary file, then rename), so an interrupted run leaves either the old
-    file or the new one. With ``artifact_path`` the file is also logged to the active MLflow run.
+    ``filepath`` is a local path or any fsspec URL (``s3://bucket/key``, ``gs://``,
+    ``abfs://``, ``file://``), reached with ``credentials`` and ``fs_args`` as kedro-datasets
+    do. Writes are atomic, so an interrupted run leaves either the old file or the new one: a
+    local file is written next to the target and renamed over it; on other storage the bundle
+    is serialised in memory and uploaded in one request (an object store publishes an object
+    only when its upload completes). With ``artifact_path`` the file is also logged to the
+    active MLflow run.
     For kedro-viz, ``preview()`` shows an image grid when the bundle holds a ``(N, 3, H, W)``
     image tensor named by ``image_key`` (float ones are de-normalised with the metadata's
     ``image_mean``/``image_std``) and a table of tensors otherwise.
@@ -54,47 +65,95 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
         image_key: str | None = None,
         preview_images: int = 64,
         artifact_path: str | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._filepath = PurePosixPath(filepath)
+        protocol, path = get_protocol_and_path(filepath)
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(
+            protocol, **copy.deepcopy(credentials or {}), **copy.deepcopy(fs_args or {})
+        )
+        self._filepath = PurePosixPath(path)
+        self._url = filepath  # as configured: what messages name
         self._artifact_path = artifact_path
         self._image_key = image_key
         self._preview_images = preview_images
         self.metadata = metadata
 
+    # ------------------------------------------------------------- storage, local or fsspec
+
+    @property
+    def _local(self) -> bool:
+        return self._protocol == "file"
+
+    @property
+    def _key(self) -> str:
+        """The path as the filesystem takes it (``bucket/key`` on an object store)."""
+        return get_filepath_str(self._filepath, self._protocol)
+
+    def _is_file(self) -> bool:
+        if self._local:
+            return Path(self._filepath).is_file()
+        return bool(self._fs.isfile(self._key))
+
+    def _read(self, names: list[str] | None = None) -> TensorBundle:
+        if self._local:
+            return load_bundle(Path(self._filepath), names)
+        return bundle_from_bytes(self._fs.cat_file(self._key), self._url, names)
+
+    def _header(self) -> tuple[dict[str, Any], str | None, dict[str, tuple[str, list]]]:
+        """``(metadata, content hash, layout)`` from the file's header alone."""
+        if self._local:
+            path = Path(self._filepath)
+            metadata, layout = read_bundle_metadata(path)
+            return metadata, read_content_hash(path), layout
+        try:
+            with self._fs.open(self._key, "rb") as handle:
+                return read_bundle_header(handle.read(8), handle)
+        except (ValueError, KeyError) as error:
+            message = f"{self._url}: unreadable safetensors file ({error})"
+            raise BundleIntegrityError(message) from error
+
+    # ------------------------------------------------------------------------ the dataset API
+
     def load(self) -> TensorBundle:
-        path = Path(self._filepath)
-        if not path.is_file():
-            raise DatasetError(f"{path} does not exist: run the pipeline that produces it first")
-        return load_bundle(path)
+        if not self._is_file():
+            raise DatasetError(
+                f"{self._url} does not exist: run the pipeline that produces it first"
+            )
+        return self._read()
 
     def save(self, data: TensorBundle) -> None:
         if not isinstance(data, TensorBundle):
-            raise DatasetError(f"{self._filepath}: expected a TensorBundle, got {type(data)}")
-        save_bundle(data, Path(self._filepath))
-        log_artifact(self._filepath, self._artifact_path)
+            raise DatasetError(f"{self._url}: expected a TensorBundle, got {type(data)}")
+        if self._local:
+            save_bundle(data, Path(self._filepath))
+        else:  # serialised whole first: one upload, never part of an object
+            self._fs.pipe_file(self._key, bundle_bytes(data))
+            self._fs.invalidate_cache(self._key)
+        log_artifact(self._filepath, self._artifact_path, self._fs, self._protocol)
 
     def _exists(self) -> bool:
-        return Path(self._filepath).is_file()
+        return self._is_file()
 
     def read_metadata(self) -> dict[str, Any]:
         """The bundle's metadata, without reading its tensors."""
-        return read_bundle_metadata(Path(self._filepath))[0]
+        return self._header()[0]
 
     def stored_content_hash(self) -> str | None:
         """The content hash in the file's header, without reading its tensors."""
-        return read_content_hash(Path(self._filepath))
+        return self._header()[1]
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "image_key": self._image_key}
+        return {"filepath": self._url, "protocol": self._protocol, "image_key": self._image_key}
 
     def preview(self) -> ImagePreview | TablePreview:
         """An image grid of the first images, or a table of tensor names, shapes and metadata."""
-        path = Path(self._filepath)
-        metadata, layout = read_bundle_metadata(path)
+        metadata, _, layout = self._header()
         key = self._image_key
         if key and key in layout and len(layout[key][1]) == 4:
-            images = load_bundle(path, names=[key]).tensors[key][: self._preview_images]
+            images = self._read(names=[key]).tensors[key][: self._preview_images]
             if images.dtype != torch.uint8 and "image_mean" in metadata:
                 normalizer = Normalizer(tuple(metadata["image_mean"]), tuple(metadata["image_std"]))
                 images = normalizer.to_uint8(images.float())
@@ -128,11 +187,10 @@ class ExternalSetDataset(TensorBundleDataset):
     def load(self) -> TensorBundle | None:
         if not self._configured:
             return None
-        path = Path(self._filepath)
-        if not path.is_file():
-            raise DatasetError(f"evaluation.external_set: {path} does not exist")
+        if not self._is_file():
+            raise DatasetError(f"evaluation.external_set: {self._url} does not exist")
         try:
-            return load_bundle(path)
+            return self._read()
         except BundleIntegrityError as error:
             raise DatasetError(f"evaluation.external_set: {error}") from error
 
@@ -140,10 +198,10 @@ class ExternalSetDataset(TensorBundleDataset):
         raise DatasetError("evaluation.external_set is read, never written")
 
     def _exists(self) -> bool:
-        return not self._configured or Path(self._filepath).is_file()
+        return not self._configured or self._is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath) if self._configured else None}
+        return {"filepath": self._url if self._configured else None}
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -156,7 +214,7 @@ class TrajectoryDataset(TensorBundleDataset):
     training loss, distance from the initialisation and length of the epoch's step."""
 
     def preview(self) -> TablePreview:  # type: ignore[override]
-        bundle = load_bundle(Path(self._filepath))
+        bundle = self._read()
         trajectory = bundle["trajectory"]
         losses = bundle.tensors.get("train_loss")
         rows = []
@@ -197,10 +255,10 @@ class ScorerModelDataset(TensorBundleDataset):
             except Exception as error:  # export support varies by architecture
                 logger.warning(
                     "could not log %s as an MLflow pytorch model (%s); logging the file instead",
-                    self._filepath,
+                    self._url,
                     error,
                 )
-                log_artifact(self._filepath, self._mlflow_model)
+                log_artifact(self._filepath, self._mlflow_model, self._fs, self._protocol)
 
 
 def log_scorer_model(bundle: TensorBundle, name: str) -> Any:

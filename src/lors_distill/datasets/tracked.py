@@ -9,12 +9,14 @@ disabled) they behave exactly like the plain datasets. Local writes are atomic
 from __future__ import annotations
 
 import math
+import tempfile
 import time
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mlflow
 import pandas as pd
+from kedro.io.core import get_filepath_str
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset
@@ -103,13 +105,30 @@ class TrackedJSONDataset(AtomicSave, JSONDataset):
         log_metrics(numbers)
 
 
-def log_artifact(path: str | PurePosixPath, artifact_path: str | None) -> bool:
-    """Copy a written file into the active MLflow run's artifacts (if there is a run). A failed
-    upload is logged and reported when the run ends (:mod:`lors_distill.tracking`), never
-    raised here: the node's other outputs are still written."""
+def log_artifact(
+    path: str | PurePosixPath,
+    artifact_path: str | None,
+    fs: Any = None,
+    protocol: str = "file",
+) -> bool:
+    """Copy a written file into the active MLflow run's artifacts (if there is a run); a file
+    on another fsspec filesystem (``fs``, ``protocol``) is fetched into a temporary folder
+    first. A failed upload is logged and reported when the run ends
+    (:mod:`lors_distill.tracking`), never raised here: the node's other outputs are still
+    written."""
     if artifact_path is None or mlflow.active_run() is None:
         return False
-    return upload(str(path), lambda: mlflow.log_artifact(str(path), artifact_path))
+    if protocol == "file":
+        return upload(str(path), lambda: mlflow.log_artifact(str(path), artifact_path))
+    url = f"{protocol}://{get_filepath_str(PurePosixPath(path), protocol)}"
+
+    def fetch_and_log() -> None:
+        with tempfile.TemporaryDirectory(prefix="lors-artifact-") as folder:
+            local = Path(folder) / PurePosixPath(path).name
+            fs.get_file(get_filepath_str(PurePosixPath(path), protocol), str(local))
+            mlflow.log_artifact(str(local), artifact_path)
+
+    return upload(url, fetch_and_log)
 
 
 class TrackedMatplotlibDataset(AtomicSave, MatplotlibDataset):
@@ -125,7 +144,7 @@ class TrackedMatplotlibDataset(AtomicSave, MatplotlibDataset):
 
     def save(self, data: Any) -> None:
         super().save(data)
-        log_artifact(self._filepath, self._artifact_path)
+        log_artifact(self._filepath, self._artifact_path, self._fs, self._protocol)
 
 
 class TrackedTextDataset(AtomicSave, TextDataset):
@@ -137,4 +156,4 @@ class TrackedTextDataset(AtomicSave, TextDataset):
 
     def save(self, data: str) -> None:
         super().save(data)
-        log_artifact(self._filepath, self._artifact_path)
+        log_artifact(self._filepath, self._artifact_path, self._fs, self._protocol)
