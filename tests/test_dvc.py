@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,12 +29,8 @@ def ran(output: str) -> set[str]:
 @pytest.fixture
 def repo(tmp_path):
     """The repository's tracked (and not ignored) files, committed in a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+    listed = run_ok(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], 60, cwd=PROJECT_ROOT
     ).stdout.split()
     root = tmp_path / "repo"
     for name in listed:

@@ -21,6 +21,7 @@ from lors_distill.core.distilled import similarity_from_bundle
 from lors_distill.core.retrieval import recall_at_k
 from lors_distill.core.seeding import derive_seed
 from tests.kedro_helpers import make_project_copy, run_kedro
+from tests.processes import background
 from tests.processes import run as run_command
 
 METHODS = ["lors", "tesla_vl", "mtt_vl", "random", "herding", "k_center", "forgetting", "full_data"]
@@ -288,27 +289,16 @@ def _kedro(project: Path, args: list[str], env: dict[str, str]) -> subprocess.Co
 
 def _kill_when(project: Path, args: list[str], env: dict[str, str], ready) -> bool:
     """Start ``kedro run`` and SIGKILL its whole process group as soon as ``ready(project)``;
-    True when it was killed (False: it finished first)."""
-    process = subprocess.Popen(
-        [str(KEDRO), "run", *args],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    True when it was killed (False: it finished first). Its output goes to ``kedro-killed.log``
+    beside the project."""
+    log = project.parent / "kedro-killed.log"
+    command = [str(KEDRO), "run", *args]
+    with background(command, log, stop=signal.SIGKILL, cwd=project, env=env) as process:
         while process.poll() is None:
             if ready(project):
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=60)
-                return True
+                return True  # leaving the block kills the group with SIGKILL
             time.sleep(0.02)
         return False
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=60)
 
 
 def _exists(pattern: str):
