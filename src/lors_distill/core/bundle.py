@@ -198,26 +198,11 @@ def _checked(
     return TensorBundle(tensors=tensors, metadata=metadata, content_sha256=verified)
 
 
-def read_content_hash(path: str | Path) -> str | None:
-    """The content hash :func:`save_bundle` wrote into the file's header (``None`` without one),
-    read without the tensor data."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return _parse_header(handle.metadata() or {})[1]
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise BundleIntegrityError(f"{path}: unreadable safetensors file ({error})") from error
-
-
 def read_bundle_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, tuple[str, list]]]:
-    """Metadata and ``name -> (dtype, shape)`` without reading tensor data."""
+    """Metadata and ``name -> (dtype, shape)`` of a bundle file without reading tensor data."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-            layout = {}
-            for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                tensor_slice = handle.get_slice(name)
-                layout[name] = (tensor_slice.get_dtype(), list(tensor_slice.get_shape()))
-        metadata = _parse_header(header)[0]
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        with open(path, "rb") as handle:
+            metadata, _, layout = read_bundle_header(handle.read(8), handle)
+    except (OSError, ValueError, KeyError) as error:
         raise BundleIntegrityError(f"{path}: unreadable safetensors file ({error})") from error
     return metadata, layout

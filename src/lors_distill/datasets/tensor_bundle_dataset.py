@@ -23,8 +23,6 @@ from lors_distill.core.bundle import (
     bundle_from_bytes,
     load_bundle,
     read_bundle_header,
-    read_bundle_metadata,
-    read_content_hash,
     save_bundle,
 )
 from lors_distill.core.data import Normalizer
@@ -103,15 +101,12 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
         return bundle_from_bytes(self._fs.cat_file(self._key), self._url, names)
 
     def _header(self) -> tuple[dict[str, Any], str | None, dict[str, tuple[str, list]]]:
-        """``(metadata, content hash, layout)`` from the file's header alone."""
-        if self._local:
-            path = Path(self._filepath)
-            metadata, layout = read_bundle_metadata(path)
-            return metadata, read_content_hash(path), layout
+        """``(metadata, content hash, layout)`` from the file's header alone (one read of its
+        first bytes, locally or from an object store)."""
         try:
             with self._fs.open(self._key, "rb") as handle:
                 return read_bundle_header(handle.read(8), handle)
-        except (ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError) as error:
             message = f"{self._url}: unreadable safetensors file ({error})"
             raise BundleIntegrityError(message) from error
 
