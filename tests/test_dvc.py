@@ -1,4 +1,5 @@
-"""DVC end to end in a throw-away copy of the repository (``KEDRO_ENV=test``, local remote)."""
+"""DVC end to end in a throw-away copy of the repository (``KEDRO_ENV=test``): a local remote,
+then an S3 remote on a real S3 server (SeaweedFS on 127.0.0.1, through dvc-s3)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.kedro_helpers import PROJECT_ROOT
 from tests.processes import run_ok
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, seaweedfs
 
 STAGES = {"ingestion", "features", "experts", "distillation", "baselines", "evaluation"}
 
@@ -81,3 +83,28 @@ def test_repro_is_incremental_and_push_pull_restores(repo, tmp_path):
     for name in ["data/07_model_output/distilled_set.safetensors", "data/06_models/experts"]:
         assert (clone / name).exists(), name
     assert "Data and pipelines are up to date" in sh(["dvc", "repro"], clone, env)
+
+    # the same through an S3 remote (dvc-s3) on a real S3 server: the remote and its endpoint
+    # are committed, the keys stay in each clone's .dvc/config.local
+    with seaweedfs(tmp_path / "s3") as s3:
+        sh(["dvc", "remote", "add", "s3", "s3://lors/dvc"], root, env)
+        sh(["dvc", "remote", "modify", "s3", "endpointurl", s3.endpoint], root, env)
+        sh([*git, "commit", "-qam", "s3 remote"], root, env)
+        keys = [("access_key_id", ACCESS_KEY), ("secret_access_key", SECRET_KEY)]
+
+        def with_keys(repository: Path) -> None:
+            for option, value in keys:
+                sh(["dvc", "remote", "modify", "--local", "s3", option, value], repository, env)
+
+        with_keys(root)
+        sh(["dvc", "push", "-r", "s3"], root, env)
+        assert s3.filesystem().find("lors/dvc")
+        from_s3 = tmp_path / "from_s3"
+        sh(["git", "clone", "-q", str(root), str(from_s3)], tmp_path, env)
+        with_keys(from_s3)
+        sh(["dvc", "pull", "-r", "s3"], from_s3, env)
+        for name in ["data/07_model_output/distilled_set.safetensors", "data/08_reporting"]:
+            assert (from_s3 / name).exists(), name
+        distilled = "data/07_model_output/distilled_set.safetensors"
+        assert (from_s3 / distilled).read_bytes() == (root / distilled).read_bytes()
+        assert "Data and pipelines are up to date" in sh(["dvc", "repro"], from_s3, env)
