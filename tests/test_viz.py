@@ -46,7 +46,7 @@ NODES = [
     "summarise_experts_node",
     "distill_node",  # distillation (and mtt_vl.distill_node in baselines)
     "report_distillation_node",
-    "select_coresets_node",  # baselines
+    "select_herding_coreset_node",  # baselines
     "make_random_teacher_set_node",  # evaluation
     "evaluate_lors_node",
     "evaluate_mtt_vl_node",

@@ -91,7 +91,8 @@ class RunChecksHook:
 
 
 class PipelineStructureHook:
-    """Build the pipelines for this session's parameters (the number of expert nodes) and
+    """Build the pipelines for this session's parameters (the number of expert nodes and of
+    caption shards) and
     install them in Kedro's pipeline registry, which the session reads next. The registry then
     holds exactly these (it no longer loads ``register_pipelines()`` lazily in this process);
     each later session installs its own."""
@@ -100,10 +101,10 @@ class PipelineStructureHook:
     def after_context_created(self, context: KedroContext) -> None:
         if not project.PACKAGE_NAME:
             return
-        count = structure.session_num_experts(context.config_loader["parameters"])
-        if count is None:  # not a positive integer: RunChecksHook (tryfirst) has already
-            return  # stopped the run, naming experts.num_experts
-        built = register_pipelines(count)
+        shape = structure.session_structure(context.config_loader["parameters"])
+        if shape is None:  # not a positive integer: RunChecksHook (tryfirst) has already
+            return  # stopped the run, naming experts.num_experts or features.shards
+        built = register_pipelines(*shape)
         project.pipelines.configure(None)
         for name, pipeline in built.items():
             project.pipelines[name] = pipeline

@@ -19,7 +19,10 @@ from lors_distill.core.text_encoders import (
     build_text_encoder,
     clean_caption,
     encode_unique,
+    encode_unique_shard,
+    merge_unique_shards,
     resolve_device,
+    shard_batches,
 )
 from tests.params import section
 from tests.tiny_models import TINY_CLIP, save_tiny_bert
@@ -372,3 +375,55 @@ def test_open_clip_errors(tiny_clip, tmp_path: Path) -> None:
         encoder("open_clip:No-Such-Model")
     with pytest.raises(ValueError, match="pooling"):
         encoder(f"open_clip:{TINY_CLIP}", pooling="mean")
+
+
+# --------------------------------------------------------------------------- shards
+
+
+SHARD_TEXTS = [
+    "a red circle",
+    "two dogs play with a frisbee in a large green park on a sunny afternoon",
+    "cat",
+    "a man riding a wave on top of a surfboard",
+    "",
+    "a plate of food with broccoli",
+    "a small blue square left of a big yellow triangle",
+    "people walking down a busy city street at night",
+    "a red circle",  # repeated: encoded once
+    "an old truck parked next to a brick wall",
+    "a bowl of fruit on a wooden table",
+    "three birds sitting on a wire",
+    "cat",
+    "a child flying a kite on the beach",
+]
+
+
+@pytest.mark.parametrize("shards", [2, 3, 4, 9])
+def test_shards_merge_to_the_bytes_of_one_pass(minilm: TextEncoder, shards: int) -> None:
+    """Each shard encodes whole batches of the one-pass plan (batch size 3 here, so padding
+    differs from batch to batch), so merging the shards gives exactly the one-pass vectors;
+    9 shards for 4 batches leaves some empty."""
+    old = minilm.batch_size
+    try:
+        minilm.batch_size = 3
+        reference = encode_unique(minilm, SHARD_TEXTS)
+        parts = [encode_unique_shard(minilm, SHARD_TEXTS, k, shards) for k in range(shards)]
+    finally:
+        minilm.batch_size = old
+    assert sorted(torch.cat([rows for rows, _ in parts]).tolist()) == list(range(12))
+    merged = merge_unique_shards(SHARD_TEXTS, parts, minilm.dim)
+    assert torch.equal(merged, reference)
+    assert torch.equal(merged[0], merged[8])
+
+
+def test_merging_refuses_shards_that_miss_or_repeat_captions() -> None:
+    enc = CountingEncoder()
+    texts = ["bb", "a", "ccc", "dddd", "eeeee"]  # 3 batches of 2
+    parts = [encode_unique_shard(enc, texts, k, 3) for k in range(3)]
+    with pytest.raises(ValueError, match="1 missing, 0 more than once"):
+        merge_unique_shards(texts, parts[:2], enc.dim)
+    with pytest.raises(ValueError, match="0 missing, 2 more than once"):
+        merge_unique_shards(texts, [*parts, parts[0]], enc.dim)
+    with pytest.raises(ValueError, match="shard must be in 0..2"):
+        encode_unique_shard(enc, texts, 3, 3)
+    assert shard_batches([[0], [1], [2], [3]], 1, 2) == [[2], [3]]

@@ -106,3 +106,20 @@ def test_a_baseline_takes_its_own_settings(experts_project):
         method="tesla_vl",
     )
     assert not torch.equal(moved["images"], distilled["images"])
+
+
+def test_the_nodes_that_draw_pairs_check_num_pairs_themselves():
+    """Under the Dask runner no hook sees ingestion's outputs, so the distillation and the
+    coreset nodes stop with RunChecksHook's message before drawing the pairs."""
+    from lors_distill.core.bundle import TensorBundle
+    from lors_distill.core.config import ParameterError
+    from lors_distill.pipelines.baselines.nodes import select_coreset
+    from lors_distill.pipelines.distillation.nodes import distill
+
+    train = TensorBundle({"images": torch.zeros(4, 3, 8, 8, dtype=torch.uint8)}, {})
+    too_many = section("distillation", num_pairs=10)
+    message = r"distillation.num_pairs \(10\) exceeds the 4 train images"
+    with pytest.raises(ParameterError, match=message):
+        distill(train, None, too_many)
+    with pytest.raises(ParameterError, match=message):
+        select_coreset(train, None, too_many, section("baselines"), method="random")

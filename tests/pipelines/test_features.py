@@ -51,3 +51,26 @@ def test_flickr8k_environment_wiring(project_copy):
     captions = catalog.load("captions")
     assert len(captions) == 60 * 5
     assert catalog.load("test_text_features")["embeddings"].shape == (50, 384)
+
+
+def test_sharded_encoding_writes_the_bytes_of_one_node(project_copy):
+    """``features.shards: 3``: three encoding nodes and a merge node write the three feature
+    bundles byte for byte as the single node does (the test env's 5 batches of 64 distinct
+    captions: 1 + 2 + 2 per shard)."""
+    run_kedro(project_copy, ["ingestion", "features"])
+    names = [
+        f"data/04_feature/{split}_text_features.safetensors" for split in ("train", "val", "test")
+    ]
+    one_node = {name: (project_copy / name).read_bytes() for name in names}
+    for name in names:
+        (project_copy / name).unlink()
+    run_kedro(project_copy, ["features"], params={"features": {"shards": 3}})
+    for name in names:
+        assert (project_copy / name).read_bytes() == one_node[name], name
+    shards = sorted((project_copy / "data/04_feature/shards").iterdir())
+    assert [p.name for p in shards] == [f"text_features_{k}.safetensors" for k in range(3)]
+    catalog = load_catalog(project_copy, params={"features": {"shards": 3}})
+    sizes = [catalog.load(f"text_features_shard_{k}")["distinct"].numel() for k in range(3)]
+    captions = catalog.load("captions")
+    assert sum(sizes) == captions.caption.nunique()
+    assert min(sizes) > 0

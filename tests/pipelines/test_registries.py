@@ -13,8 +13,10 @@ def test_a_registered_coreset_method_becomes_a_set_and_an_evaluated_row(monkeypa
 
     assert list(coresets.CORESET_METHODS) == ["random", "herding", "k_center", "forgetting"]
     monkeypatch.setitem(coresets.CORESET_METHODS, "first_n", lambda inputs, generator: None)
-    (select,) = [n for n in baselines(num_experts=1).nodes if n.name == "select_coresets_node"]
-    assert select.outputs[-1] == "first_n_set"
+    (select,) = [
+        n for n in baselines(num_experts=1).nodes if n.name == "select_first_n_coreset_node"
+    ]
+    assert select.outputs == ["first_n_set"]
     names = {n.name for n in evaluation(num_experts=1).nodes}
     assert "evaluate_first_n_node" in names
     assert report_order().index("first_n") == report_order().index("forgetting") + 1

@@ -101,6 +101,9 @@ class FeaturesParams(Strict):
     max_length: int = Field(ge=8, le=4096)
     batch_size: int = Field(ge=1)
     device: str
+    # caption encoding as this many nodes and a merge (the same bytes; parallel under the
+    # Dask runner); run-time only, like device
+    shards: int = Field(default=1, ge=1)
 
     @field_validator("pooling")
     @classmethod

@@ -139,7 +139,7 @@ def comparison(
 
 
 # what makes budgets comparable: same data, text features, model, experts and evaluation
-_SETUP_IGNORED = {"device", "num_workers", "external_set", "cross_arch"}
+_SETUP_IGNORED = {"device", "num_workers", "external_set", "cross_arch", "shards"}
 
 
 def setup_id(*sections: Strict) -> str:

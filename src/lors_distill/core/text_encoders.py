@@ -182,6 +182,45 @@ class TextEncoder(ABC):
         Called under ``torch.inference_mode()``.
         """
 
+    def plan(self, texts: Sequence[str]) -> tuple[list[str], list[list[int]]]:
+        """The cleaned texts and the batches :meth:`encode` runs them in: row indices, sorted
+        by length (less padding per batch), ``batch_size`` at a time."""
+        clean = chosen(self.clean_captions, CAPTION_CLEANERS)
+        items = [clean(t) for t in _as_text_list(texts)]
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        return items, [
+            order[s : s + self.batch_size] for s in range(0, len(items), self.batch_size)
+        ]
+
+    def encode_batches(
+        self, items: list[str], batches: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode ``batches`` of ``items`` (a :meth:`plan`, or part of one).
+
+        Returns:
+            ``(rows (K,) int64, embeddings (K, dim) float32)``: the rows of ``items`` the
+            batches hold and their vectors, on the CPU (ordinary tensors, not inference ones).
+        """
+        chunks: list[tuple[list[int], torch.Tensor]] = []
+        with torch.inference_mode():
+            for idx in tqdm(
+                batches,
+                desc=f"encoding text ({self.name})",
+                unit="batch",
+                disable=(not self.show_progress) or len(batches) <= 1,
+            ):
+                emb = self._encode_batch([items[i] for i in idx])
+                if emb.shape[0] != len(idx):
+                    raise RuntimeError(
+                        f"encoder {self.name!r} returned {emb.shape[0]} rows for {len(idx)} texts"
+                    )
+                chunks.append((idx, emb.detach().to(device="cpu", dtype=torch.float32)))
+        # assembled outside inference mode, so the caller gets ordinary tensors
+        rows = torch.tensor([i for idx, _ in chunks for i in idx], dtype=torch.long)
+        if not chunks:
+            return rows, torch.empty(0, self.dim, dtype=torch.float32)
+        return rows, torch.cat([emb for _, emb in chunks])
+
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """Encode captions into one vector each.
 
@@ -194,29 +233,10 @@ class TextEncoder(ABC):
         Returns:
             ``(N, dim)`` float32 CPU tensor (a normal tensor, not an inference tensor).
         """
-        items = _as_text_list(texts)
-        n = len(items)
-        if n == 0:
-            return torch.empty(0, self.dim, dtype=torch.float32)
-        clean = chosen(self.clean_captions, CAPTION_CLEANERS)
-        items = [clean(t) for t in items]
-        order = sorted(range(n), key=lambda i: len(items[i]))
-        starts = range(0, n, self.batch_size)
-        chunks: list[tuple[list[int], torch.Tensor]] = []
-        with torch.inference_mode():
-            for start in tqdm(
-                starts,
-                desc=f"encoding text ({self.name})",
-                unit="batch",
-                disable=(not self.show_progress) or len(starts) <= 1,
-            ):
-                idx = order[start : start + self.batch_size]
-                emb = self._encode_batch([items[i] for i in idx])
-                chunks.append((idx, emb.detach().to(device="cpu", dtype=torch.float32)))
-        # Assemble outside inference mode so the caller gets an ordinary tensor.
-        out = torch.empty(n, self.dim, dtype=torch.float32)
-        for idx, emb in chunks:
-            out[torch.as_tensor(idx, dtype=torch.long)] = emb
+        items, batches = self.plan(texts)
+        rows, emb = self.encode_batches(items, batches)
+        out = torch.empty(len(items), self.dim, dtype=torch.float32)
+        out[rows] = emb
         return out
 
     def __repr__(self) -> str:
@@ -547,24 +567,70 @@ def _build_open_clip(spec: str, argument: str, options: TextEncoderOptions) -> T
 # --------------------------------------------------------------------------- dedup
 
 
+def distinct(texts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    """The distinct strings of ``texts`` in order of first appearance, and each text's index
+    into them (``(len(texts),)`` int64)."""
+    position: dict[str, int] = {}
+    index = [position.setdefault(t, len(position)) for t in _as_text_list(texts)]
+    return list(position), torch.tensor(index, dtype=torch.long)
+
+
+def shard_batches(batches: list[list[int]], shard: int, shards: int) -> list[list[int]]:
+    """Shard ``shard`` of ``shards``: a contiguous run of whole batches (possibly none), so
+    that every batch is encoded exactly as the unsharded :meth:`TextEncoder.encode` encodes
+    it, whichever process encodes it."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard must be in 0..{shards - 1}, got {shard}")
+    count = len(batches)
+    return batches[count * shard // shards : count * (shard + 1) // shards]
+
+
+def encode_unique_shard(
+    encoder: TextEncoder, texts: Sequence[str], shard: int, shards: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shard ``shard`` of ``shards`` of :func:`encode_unique`'s work.
+
+    Returns:
+        ``(distinct (K,) int64, embeddings (K, dim))``: indices into :func:`distinct`'s strings
+        and their vectors; the ``shards`` shards together hold every distinct string once.
+    """
+    unique, _ = distinct(texts)
+    items, batches = encoder.plan(unique)
+    return encoder.encode_batches(items, shard_batches(batches, shard, shards))
+
+
+def merge_unique_shards(
+    texts: Sequence[str], parts: Sequence[tuple[torch.Tensor, torch.Tensor]], dim: int
+) -> torch.Tensor:
+    """The rows of :func:`encode_unique` from the shards of :func:`encode_unique_shard`.
+
+    Raises:
+        ValueError: the shards miss a distinct string or hold one twice.
+    """
+    unique, index = distinct(texts)
+    out = torch.empty(len(unique), dim, dtype=torch.float32)
+    seen = torch.zeros(len(unique), dtype=torch.int64)
+    for rows, emb in parts:
+        if emb.shape != (rows.numel(), dim):
+            raise ValueError(f"a shard holds {tuple(emb.shape)} vectors for {rows.numel()} rows")
+        out[rows] = emb
+        seen.index_add_(0, rows, torch.ones_like(rows))
+    if not bool((seen == 1).all()):
+        missing, twice = int((seen == 0).sum()), int((seen > 1).sum())
+        raise ValueError(
+            f"the shards do not cover the {len(unique)} distinct captions once each: "
+            f"{missing} missing, {twice} more than once (shards of another caption table?)"
+        )
+    return out[index]
+
+
 def encode_unique(encoder: TextEncoder, texts: Sequence[str]) -> torch.Tensor:
     """Encode every distinct string once and scatter the results back.
 
     Distinct strings are encoded in order of first appearance; equal strings get exactly
-    equal rows.
+    equal rows. The same as merging every shard of :func:`encode_unique_shard`.
 
     Returns:
         ``(len(texts), encoder.dim)`` float32 tensor, row ``i`` for ``texts[i]``.
     """
-    items = _as_text_list(texts)
-    if not items:
-        return torch.empty(0, encoder.dim, dtype=torch.float32)
-    position: dict[str, int] = {}
-    index = [position.setdefault(t, len(position)) for t in items]
-    unique = list(position)
-    emb = encoder.encode(unique)
-    if emb.shape[0] != len(unique):
-        raise RuntimeError(
-            f"encoder {encoder.name!r} returned {emb.shape[0]} rows for {len(unique)} texts"
-        )
-    return emb[torch.as_tensor(index, dtype=torch.long)]
+    return merge_unique_shards(texts, [encode_unique_shard(encoder, texts, 0, 1)], encoder.dim)

@@ -8,7 +8,7 @@ import torch
 
 from lors_distill.core.artifacts import expert_model, image_text_split
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import BaselinesParams, DistillationParams
+from lors_distill.core.config import BaselinesParams, DistillationParams, check_train_size
 from lors_distill.core.coresets import CORESET_METHODS, CoresetInputs
 from lors_distill.core.device import resolve_device
 from lors_distill.core.seeding import derive_seed
@@ -47,20 +47,25 @@ def coreset_bundle(
     )
 
 
-def select_coresets(
+def select_coreset(
     train_images: TensorBundle,
     train_text_features: TensorBundle,
     distillation: DistillationParams,
     config: BaselinesParams,
     *trajectories: TensorBundle,
-) -> tuple[TensorBundle, ...]:
-    """Select every coreset of ``distillation.num_pairs`` real pairs.
+    method: str,
+) -> TensorBundle:
+    """Select the ``method`` coreset (a :data:`~lors_distill.core.coresets.CORESET_METHODS`
+    entry) of ``distillation.num_pairs`` real pairs.
+
+    Its seed is derived from ``baselines.seed`` and the method's place in the registry, so each
+    coreset is the same whichever node or process selects it.
 
     Returns:
-        One coreset per :data:`~lors_distill.core.coresets.CORESET_METHODS` entry, in its order,
-        each with ``S = I`` and the experts' learning rates.
+        The coreset in the distilled-set format, with ``S = I`` and the experts' learning rates.
     """
     budget = distillation.num_pairs
+    check_train_size(budget, train_images["images"].shape[0])  # also when no hook saw ingestion
     if config.expert_index >= len(trajectories):
         raise ValueError(
             f"baselines.expert_index is {config.expert_index} but only {len(trajectories)} "
@@ -76,12 +81,8 @@ def select_coresets(
         forgetting_batch_size=config.forgetting_batch_size,
         device=resolve_device(config.device),
     )
-    results = []
-    for index, (method, select) in enumerate(CORESET_METHODS.items()):
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, index))
-        chosen, captions = select(inputs, generator)
-        logger.info("coreset %s: %d pairs", method, budget)
-        results.append(
-            coreset_bundle(method, chosen, captions, train_images, train_text_features, trajectory)
-        )
-    return tuple(results)
+    index = list(CORESET_METHODS).index(method)
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, index))
+    chosen, captions = CORESET_METHODS[method](inputs, generator)
+    logger.info("coreset %s: %d pairs", method, budget)
+    return coreset_bundle(method, chosen, captions, train_images, train_text_features, trajectory)

@@ -1,30 +1,35 @@
-"""The ``baselines`` pipeline: coresets + TESLA-VL and MTT-VL (the distillation pipeline with
-``S = I``, the first-order and the exact matching gradient)."""
+"""The ``baselines`` pipeline: one node per coreset method, and TESLA-VL and MTT-VL (the
+distillation pipeline with ``S = I``, the first-order and the exact matching gradient)."""
+
+from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
 from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.core.distill import METHODS
 from lors_distill.pipelines import distillation
-from lors_distill.pipelines.baselines.nodes import select_coresets
+from lors_distill.pipelines.baselines.nodes import select_coreset
 
 TRAJECTORY_BASELINES = tuple(m for m in METHODS if m != "lors")  # tesla_vl, mtt_vl
 
 
 def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
     trajectories = [f"expert_{i}.trajectory" for i in range(num_experts)]
-    coresets = Node(
-        func=select_coresets,
-        inputs=[
-            "train_images",
-            "train_text_features",
-            "params:distillation",
-            "params:baselines",
-            *trajectories,
-        ],
-        outputs=[f"{method}_set" for method in CORESET_METHODS],  # as registered
-        name="select_coresets_node",
-    )
+    coresets = [
+        Node(
+            func=update_wrapper(partial(select_coreset, method=method), select_coreset),
+            inputs=[
+                "train_images",
+                "train_text_features",
+                "params:distillation",
+                "params:baselines",
+                *trajectories,
+            ],
+            outputs=f"{method}_set",
+            name=f"select_{method}_coreset_node",
+        )
+        for method in CORESET_METHODS  # as registered
+    ]
     matching = [
         Pipeline(
             distillation.create_pipeline(num_experts, method=method),
@@ -34,4 +39,4 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         )
         for method in TRAJECTORY_BASELINES
     ]
-    return Pipeline([coresets, *matching], tags="baselines")
+    return Pipeline([*coresets, *matching], tags="baselines")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import BaselinesParams, DistillationParams
+from lors_distill.core.config import BaselinesParams, DistillationParams, check_train_size
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device, tf32_matmuls
 from lors_distill.core.distill import (
@@ -51,6 +51,7 @@ def distill(
         rates, S statistics).
     """
     config = params.updated(**method_settings(method, params.grad_mode))
+    check_train_size(config.num_pairs, train_images["images"].shape[0])  # under any runner
     device = resolve_device(config.device)
     run = prepare_run(train_images, train_text_features, config, trajectories, device)
     # the one file a node reads and writes outside the catalog, on purpose: resume checkpoints,

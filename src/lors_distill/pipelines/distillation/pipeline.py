@@ -4,6 +4,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
+from lors_distill.pipelines import GPU
 from lors_distill.pipelines.distillation.nodes import (
     distill,
     distill_baseline,
@@ -38,6 +39,7 @@ def create_pipeline(num_experts: int = 1, method: str = "lors", **kwargs) -> Pip
                 ],
                 outputs=["distilled_set", "distilled_set_metadata", "distillation_history"],
                 name="distill_node",
+                tags=GPU,
             ),
             Node(
                 func=report_distillation,

@@ -5,6 +5,7 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from lors_distill.core.coresets import CORESET_METHODS
+from lors_distill.pipelines import GPU
 from lors_distill.pipelines.evaluation.nodes import (
     archive_budget,
     evaluate_external_set,
@@ -45,6 +46,7 @@ def _evaluate_node(method: str, dataset: str, options: dict) -> Node:
         inputs=[dataset, *TEST],
         outputs=[f"{method}_evaluation", "lors_model"] if keep_model else f"{method}_evaluation",
         name=f"evaluate_{method}_node",
+        tags=GPU,
     )
 
 
@@ -64,12 +66,14 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             inputs=["external_set", *TEST],
             outputs="external_evaluation",
             name="evaluate_external_node",
+            tags=GPU,
         ),
         Node(
             func=evaluate_full_data,
             inputs=["test_images", "test_text_features", "params:evaluation", *trajectories],
             outputs="full_data_evaluation",
             name="evaluate_full_data_node",
+            tags=GPU,
         ),
         Node(
             func=summarise_evaluation,

@@ -4,6 +4,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
+from lors_distill.pipelines import GPU
 from lors_distill.pipelines.experts.nodes import summarise_experts, train_one_expert
 
 EXPERT_INPUTS = [
@@ -24,6 +25,7 @@ def expert_node(index: int) -> Node:
         outputs=[f"expert_{index}.trajectory", f"expert_{index}.report"],
         name=f"expert_{index}.train_expert",
         namespace=f"expert_{index}",
+        tags=GPU,
     )
 
 
