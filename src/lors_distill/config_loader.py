@@ -13,6 +13,7 @@ from omegaconf.resolvers import oc
 
 from lors_distill.core.config import parse_section
 from lors_distill.resolvers import RESOLVERS
+from lors_distill.runners.cluster import CONFIG_KEY, CONFIG_PATTERNS
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -24,6 +25,8 @@ CONFIG_LOADER_ARGS = {
     # ${oc.env:...}: conf/base/mlflow.yml reads MLFLOW_TRACKING_URI (Kedro allows oc.env only in
     # credentials unless it is registered here)
     "custom_resolvers": {**RESOLVERS, "oc.env": oc.env},
+    # conf/<env>/dask.yml: the cluster of lors_distill.runners.DaskRunner
+    "config_patterns": {CONFIG_KEY: CONFIG_PATTERNS},
 }
 
 

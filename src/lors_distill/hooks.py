@@ -22,6 +22,7 @@ from lors_distill.core.schema import as_logged
 from lors_distill.datasets import ExternalSetDataset
 from lors_distill.pipeline_registry import register_pipelines
 from lors_distill.provenance import check_reused_experts, remove_stale_outputs
+from lors_distill.runners.cluster import CONFIG_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,26 @@ class TrackingFaultsHook:
     @hook_impl(trylast=True)  # after kedro-mlflow has ended the run
     def after_pipeline_run(self) -> None:
         tracking.raise_failed_uploads()
+
+
+class ClusterConfigHook:
+    """Read ``conf/<env>/dask.yml`` when the context exists, for
+    :class:`~lors_distill.runners.DaskRunner` (which validates it when its run starts, so a
+    bad cluster file never stops a run on another runner). ``cluster_config`` is None when
+    no environment has the file."""
+
+    def __init__(self) -> None:
+        self.cluster_config: dict[str, Any] | None = None
+        self.cluster_config_source = "dask.yml"
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        try:
+            raw = context.config_loader[CONFIG_KEY]
+        except MissingConfigException:
+            raw = None
+        self.cluster_config = dict(raw) if raw is not None else None
+        self.cluster_config_source = f"conf/{{base,{context.env or 'local'}}}/dask.yml"
 
 
 class TolerantMlflowHook(MlflowHook):

@@ -2,6 +2,7 @@
 
 from lors_distill import config_loader as _loader
 from lors_distill.hooks import (
+    ClusterConfigHook,
     PipelineStructureHook,
     ProcessSetupHook,
     RunChecksHook,
@@ -14,6 +15,7 @@ HOOKS = (
     RunChecksHook(),
     ProcessSetupHook(),
     TrackingFaultsHook(),
+    ClusterConfigHook(),
     TolerantMlflowHook(),
 )
 # kedro-mlflow's own hook instance is replaced by TolerantMlflowHook (the same hook, with

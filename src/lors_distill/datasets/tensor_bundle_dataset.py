@@ -127,6 +127,14 @@ class TensorBundleDataset(AbstractDataset[TensorBundle, TensorBundle]):
         else:  # serialised whole first: one upload, never part of an object
             self._fs.pipe_file(self._key, bundle_bytes(data))
             self._fs.invalidate_cache(self._key)
+        self._track(data)
+
+    def log_saved(self) -> None:
+        """Log the saved file to the active MLflow run, if this dataset is tracked (the
+        ``DaskRunner`` calls it on the driver, for a file a worker saved)."""
+        self._track(None)
+
+    def _track(self, data: TensorBundle | None) -> None:
         log_artifact(self._filepath, self._artifact_path, self._fs, self._protocol)
 
     def _exists(self) -> bool:
@@ -242,8 +250,11 @@ class ScorerModelDataset(TensorBundleDataset):
         super().__init__(**kwargs)
         self._mlflow_model = mlflow_model
 
-    def save(self, data: TensorBundle) -> None:
-        super().save(data)
+    def log_saved(self) -> None:
+        if self._mlflow_model and mlflow.active_run() is not None:
+            self._track(self.load())  # the model is rebuilt from the file
+
+    def _track(self, data: TensorBundle | None) -> None:
         if self._mlflow_model and mlflow.active_run() is not None:
             try:
                 log_scorer_model(data, self._mlflow_model)

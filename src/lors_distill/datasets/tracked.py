@@ -75,6 +75,15 @@ class TrackedCSVDataset(AtomicSave, CSVDataset):
 
     def save(self, data: pd.DataFrame) -> None:
         super().save(data)
+        self._track(data)
+
+    def log_saved(self) -> None:
+        """Log the saved table to the active run (a run whose nodes ran elsewhere: the
+        ``DaskRunner`` calls this on the driver)."""
+        if mlflow.active_run() is not None:
+            self._track(self.load())
+
+    def _track(self, data: pd.DataFrame) -> None:
         skip = {self._step_column, self._group_column}
         columns = [
             c for c in data.columns if c not in skip and pd.api.types.is_numeric_dtype(data[c])
@@ -97,6 +106,14 @@ class TrackedJSONDataset(AtomicSave, JSONDataset):
 
     def save(self, data: dict[str, Any]) -> None:
         super().save(data)
+        self._track(data)
+
+    def log_saved(self) -> None:
+        """Log the saved metrics to the active run (see :meth:`TrackedCSVDataset.log_saved`)."""
+        if mlflow.active_run() is not None:
+            self._track(self.load())
+
+    def _track(self, data: dict[str, Any]) -> None:
         numbers = [
             (key.replace("@", "_at_"), value, 0)
             for key, value in data.items()
@@ -131,7 +148,25 @@ def log_artifact(
     return upload(url, fetch_and_log)
 
 
-class TrackedMatplotlibDataset(AtomicSave, MatplotlibDataset):
+class LoggedFile:
+    """A file dataset that is also logged as an artifact of the active MLflow run."""
+
+    _filepath: PurePosixPath
+    _protocol: str
+    _fs: Any
+    _artifact_path: str | None
+
+    def save(self, data: Any) -> None:
+        super().save(data)  # type: ignore[misc]
+        self.log_saved()
+
+    def log_saved(self) -> None:
+        """Log the saved file to the active run (also called by the ``DaskRunner`` on the
+        driver, for a file a worker saved)."""
+        log_artifact(self._filepath, self._artifact_path, self._fs, self._protocol)
+
+
+class TrackedMatplotlibDataset(LoggedFile, AtomicSave, MatplotlibDataset):
     """A saved figure that is also logged as an MLflow artifact under ``artifact_path``.
 
     (kedro-mlflow's ``MlflowArtifactDataset`` would do the same, but its dynamically created
@@ -142,18 +177,10 @@ class TrackedMatplotlibDataset(AtomicSave, MatplotlibDataset):
         super().__init__(**kwargs)
         self._artifact_path = artifact_path
 
-    def save(self, data: Any) -> None:
-        super().save(data)
-        log_artifact(self._filepath, self._artifact_path, self._fs, self._protocol)
 
-
-class TrackedTextDataset(AtomicSave, TextDataset):
+class TrackedTextDataset(LoggedFile, AtomicSave, TextDataset):
     """A saved text file that is also logged as an MLflow artifact under ``artifact_path``."""
 
     def __init__(self, *, artifact_path: str = "reports", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._artifact_path = artifact_path
-
-    def save(self, data: str) -> None:
-        super().save(data)
-        log_artifact(self._filepath, self._artifact_path, self._fs, self._protocol)
