@@ -200,15 +200,19 @@ def test_minilm_basics(minilm: TextEncoder) -> None:
     assert sim_close > sim_far + 0.1
 
 
+# captions of very different lengths (so batches pad differently)
+VARIED = [
+    "a red circle",
+    "two dogs play with a frisbee in a large green park on a sunny afternoon",
+    "cat",
+    "a man riding a wave on top of a surfboard",
+    "",
+    "a plate of food with broccoli",
+]
+
+
 def test_minilm_batch_size_invariance(minilm: TextEncoder) -> None:
-    texts = [
-        "a red circle",
-        "two dogs play with a frisbee in a large green park on a sunny afternoon",
-        "cat",
-        "a man riding a wave on top of a surfboard",
-        "",
-        "a plate of food with broccoli",
-    ] * 3
+    texts = VARIED * 3
     ref = minilm.encode(texts)  # one batch of 18, heavily padded
     old = minilm.batch_size
     try:
@@ -381,12 +385,7 @@ def test_open_clip_errors(tiny_clip, tmp_path: Path) -> None:
 
 
 SHARD_TEXTS = [
-    "a red circle",
-    "two dogs play with a frisbee in a large green park on a sunny afternoon",
-    "cat",
-    "a man riding a wave on top of a surfboard",
-    "",
-    "a plate of food with broccoli",
+    *VARIED,
     "a small blue square left of a big yellow triangle",
     "people walking down a busy city street at night",
     "a red circle",  # repeated: encoded once

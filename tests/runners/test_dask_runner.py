@@ -30,6 +30,9 @@ from tests.s3_server import seaweedfs
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 DASK = str(Path(sys.executable).with_name("dask"))
 UPSTREAM = "ingestion,features,experts"
+# experts of 20 epochs (the test env's 3 take a fraction of a second): long enough to kill a
+# worker in the middle of one
+SLOWER = "experts.epochs=20"
 # plain, unwrapped log lines (Kedro's rich console wraps at 80 columns in a file)
 LOGGING = Path(__file__).with_name("plain_logging.yml")
 
@@ -80,7 +83,7 @@ def sequential(tmp_path_factory) -> dict[str, bytes]:
     the Dask workers below have one each)."""
     project = make_project_copy(tmp_path_factory.mktemp("sequential"))
     run_ok(
-        [KEDRO, "run", "--env", "test", "--pipelines", UPSTREAM],
+        [KEDRO, "run", "--env", "test", "--pipelines", UPSTREAM, "--params", SLOWER],
         timeout=600,
         cwd=project,
         env=_env(OMP_NUM_THREADS="1"),
@@ -127,7 +130,10 @@ class _Cluster:
 
 
 def _kedro_on(cluster_address: str, project: Path, log: Path, *args: str):
-    command = [KEDRO, "run", "--env", "test", "--runner", "lors_distill.runners.DaskRunner", *args]
+    command = [
+        KEDRO, "run", "--env", "test", "--runner", "lors_distill.runners.DaskRunner",
+        "--params", SLOWER, *args,
+    ]  # fmt: skip
     env = _env(DASK_SCHEDULER_ADDRESS=cluster_address)
     return background(command, log, cwd=project, env=env)
 
@@ -154,7 +160,7 @@ def test_a_scheduler_and_two_workers_give_the_sequential_bytes(sequential, tmp_p
     # each expert's progress reached the driver, named by its node and worker
     for index in (0, 1):
         assert re.search(
-            rf"expert_{index}\.train_expert on tcp://127\.0\.0\.1:\d+: expert {index} epoch 3/3",
+            rf"expert_{index}\.train_expert on tcp://127\.0\.0\.1:\d+: expert {index} epoch 20/20",
             output,
         ), output[-3000:]
     assert "Completed 5 out of 5 tasks" in output
@@ -165,7 +171,7 @@ def test_a_scheduler_and_two_workers_give_the_sequential_bytes(sequential, tmp_p
         metrics = mlflow.MlflowClient().get_metric_history(
             run.info.run_id, "experts.expert_1.train_loss"
         )
-        assert [m.step for m in metrics] == [1, 2, 3]
+        assert [m.step for m in metrics] == list(range(1, 21))
         artifacts = mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")
         assert [a.path for a in artifacts] == ["plots/experts_loss.png"]
     finally:
@@ -194,7 +200,7 @@ def test_a_worker_killed_during_an_expert_costs_only_a_rerun(sequential, tmp_pat
         assert victim.wait(timeout=10) == -signal.SIGKILL
     survivor = next(a for a in cluster.processes if a != found.group(1))
     # the node ran again, to the end, on the worker that was left
-    assert f"expert_0.train_expert on {survivor}: expert 0 epoch 3/3" in output
+    assert f"expert_0.train_expert on {survivor}: expert 0 epoch 20/20" in output
     assert "Completed 5 out of 5 tasks" in output
     _assert_same_artifacts(_artifacts(project), sequential)
 
@@ -218,7 +224,7 @@ def test_the_default_pipeline_on_a_local_cluster_with_artifacts_on_s3(sequential
         )
         command = [
             KEDRO, "run", "--env", "test", "--runner", "lors_distill.runners.DaskRunner",
-            "--params", "features.shards=2",
+            "--params", f"features.shards=2,{SLOWER}",
         ]  # fmt: skip
         env = _env(LORS_DATA_ROOT="s3://lors/dask-run")
         env.pop("DASK_SCHEDULER_ADDRESS", None)
@@ -362,3 +368,10 @@ def test_a_slurm_dask_yml_makes_jobs_with_one_gpu_worker_each():
     assert "--resources GPU=1" in script
     assert "--nthreads 8" in script
     assert "#SBATCH -t 24:00:00" in script
+
+
+def test_runner_params_are_validated_like_dask_yml():
+    pipeline = Pipeline([Node(_double, "params:x", None, name="only")])
+    catalog = DataCatalog(datasets={"params:x": MemoryDataset(1)})
+    with pytest.raises(ClusterError, match=r"--runner-params: connect_timeout: .*greater than 0"):
+        DaskRunner(connect_timeout=-1).run(pipeline, catalog)

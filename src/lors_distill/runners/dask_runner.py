@@ -68,6 +68,11 @@ from lors_distill.runners.cluster import (
 GPU_TAG = GPU  # nodes tagged so ask for one GPU
 # the loggers whose records a worker sends to the driver (at the driver's levels)
 FORWARDED_LOGGERS = ("lors_distill", "kedro")
+# The workers of a cluster the run starts itself write to the driver's console: their records
+# reach it once (forwarded, with the node's name), and their progress bars, which would
+# interleave, are off (the driver shows each epoch as a line instead).
+SHARES_CONSOLE = "LORS_DASK_SHARES_CONSOLE"
+CONSOLE_ENV = {SHARES_CONSOLE: "1", "TQDM_DISABLE": "1"}
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +108,9 @@ class DaskRunner(AbstractRunner):
         run_id: str | None = None,
         only_missing_outputs: bool = False,
     ) -> dict[str, Any]:
-        self._config = _session_cluster_config(hook_manager).model_copy(
-            update={k: v for k, v in self._timeouts.items() if v is not None}
-        )
+        given = {k: v for k, v in self._timeouts.items() if v is not None}
+        session = _session_cluster_config(hook_manager).model_dump(exclude_unset=True)
+        self._config = parse_cluster_config({**session, **given}, "--runner-params")
         return super().run(pipeline, catalog, hook_manager, run_id, only_missing_outputs)
 
     def _get_executor(self, max_workers: int) -> None:  # tasks go to Dask, not an executor
@@ -154,7 +159,7 @@ class _Run:
                 finished = distributed.wait(list(running), return_when="FIRST_COMPLETED").done
                 for future in sorted(finished, key=lambda f: running[f].name):
                     node = running.pop(future)
-                    self.collect(future, node, done)
+                    self.collect(future, node)
                     done.add(node)
                     logger.info("Completed node: %s", node.name)
                     logger.info("Completed %d out of %d tasks", len(done), len(self.pipeline.nodes))
@@ -187,12 +192,16 @@ class _Run:
             self.run_id,
             self.topic,
             self.levels,
-            key=f"{node.name}-{uuid.uuid4().hex[:8]}",
+            # one task prefix for every node ("kedro-node"): Dask then queues them as one
+            # group and learns their durations, so a free worker takes the next ready node
+            # (with a prefix per node it assigns them all at once, and a worker can idle while
+            # another holds two)
+            key=f"kedro-node-{uuid.uuid4().hex[:8]}-{node.name}",
             pure=False,
             resources=self.resources if GPU_TAG in node.tags else None,
         )
 
-    def collect(self, future: distributed.Future, node: Node, done: set[Node]) -> None:
+    def collect(self, future: distributed.Future, node: Node) -> None:
         inputs = self.params.pop(node)
         try:
             future.result()
@@ -299,19 +308,25 @@ class _ToDriver(logging.Handler):
 
 @contextlib.contextmanager
 def _forwarded_logs(worker: Any, topic: str, prefix: str, levels: dict[str, int]) -> Iterator[None]:
+    """While the block runs, the records of this thread go to the driver too; a worker of a
+    cluster this run started shares the driver's console, so they go there only."""
     handler = _ToDriver(worker, topic, prefix)
+    only_driver = os.environ.get(SHARES_CONSOLE) == "1"
     saved = {}
     for name, level in levels.items():
         target = logging.getLogger(name)
-        saved[name] = target.level
+        saved[name] = (target.level, target.propagate)
         target.setLevel(level)
         target.addHandler(handler)
+        target.propagate = target.propagate and not only_driver
     try:
         yield
     finally:
-        for name, level in saved.items():
-            logging.getLogger(name).removeHandler(handler)
-            logging.getLogger(name).setLevel(level)
+        for name, (level, propagate) in saved.items():
+            target = logging.getLogger(name)
+            target.removeHandler(handler)
+            target.setLevel(level)
+            target.propagate = propagate
 
 
 def _emit_on_driver(event: tuple[float, dict[str, Any]]) -> None:
@@ -409,11 +424,16 @@ def local_cluster(options: dict[str, Any]) -> Any:
     (pinned with ``CUDA_VISIBLE_DEVICES``, offering ``GPU=1``), or one single-threaded worker
     per core (:func:`~lors_distill.runners.cluster.local_worker_specs`)."""
     if options:
+        if options.get("processes", True) and "env" not in options:
+            options = {**options, "env": CONSOLE_ENV}
         return distributed.LocalCluster(**options)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     specs = local_worker_specs(gpus, os.cpu_count() or 1)
     workers = {
-        name: {"cls": distributed.Nanny, "options": {"host": "127.0.0.1", **spec}}
+        name: {
+            "cls": distributed.Nanny,
+            "options": {"host": "127.0.0.1", **spec, "env": {**spec.get("env", {}), **CONSOLE_ENV}},
+        }
         for name, spec in specs.items()
     }
     scheduler = {
