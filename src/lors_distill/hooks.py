@@ -93,10 +93,9 @@ class RunChecksHook:
 
 class PipelineStructureHook:
     """Build the pipelines for this session's parameters (the number of expert nodes and of
-    caption shards) and
-    install them in Kedro's pipeline registry, which the session reads next. The registry then
-    holds exactly these (it no longer loads ``register_pipelines()`` lazily in this process);
-    each later session installs its own."""
+    caption shards) and install them in Kedro's pipeline registry, which the session reads
+    next. The registry then holds exactly these (it no longer loads ``register_pipelines()``
+    lazily in this process); each later session installs its own."""
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:

@@ -95,10 +95,11 @@ class _Cluster:
     """A ``dask scheduler`` and ``dask worker --nthreads 1 --no-nanny`` processes on 127.0.0.1,
     each worker on a known port (so a test can kill the one running a given node)."""
 
-    def __init__(self, folder: Path, workers: int) -> None:
+    def __init__(self, folder: Path, workers: int, gpu_workers: int = 0) -> None:
         self.folder = folder
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.ports = [free_port() for _ in range(workers)]
+        self.gpu_workers = gpu_workers  # the first ones offer a GPU resource (a label here)
         self.processes: dict[str, object] = {}
 
     def __enter__(self) -> _Cluster:
@@ -108,11 +109,13 @@ class _Cluster:
         port = self.address.rsplit(":", 1)[1]
         scheduler = [DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"]
         self._stack.enter_context(background(scheduler, self.folder / "scheduler.log"))
-        for worker_port in self.ports:
+        for index, worker_port in enumerate(self.ports):
             command = [
                 DASK, "worker", self.address, "--nthreads", "1", "--no-nanny",
                 "--host", "127.0.0.1", "--worker-port", str(worker_port), "--no-dashboard",
             ]  # fmt: skip
+            if index < self.gpu_workers:
+                command += ["--resources", "GPU=1"]
             log = self.folder / f"worker-{worker_port}.log"
             process = self._stack.enter_context(background(command, log))
             self.processes[f"tcp://127.0.0.1:{worker_port}"] = process
@@ -151,8 +154,10 @@ def _wait(process, log: Path, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_a_scheduler_and_two_workers_give_the_sequential_bytes(sequential, tmp_path):
+    """One of the two workers offers ``GPU=1`` (``--resources``; a label on this CPU-only
+    machine): every node tagged ``gpu`` runs on it, the others on either."""
     project = make_project_copy(tmp_path)
-    with _Cluster(tmp_path, workers=2) as cluster:
+    with _Cluster(tmp_path, workers=2, gpu_workers=1) as cluster:
         log = tmp_path / "kedro.log"
         with _kedro_on(cluster.address, project, log, "--pipelines", UPSTREAM) as process:
             output = _wait(process, log, timeout=600)
@@ -164,6 +169,22 @@ def test_a_scheduler_and_two_workers_give_the_sequential_bytes(sequential, tmp_p
             output,
         ), output[-3000:]
     assert "Completed 5 out of 5 tasks" in output
+    assert "nodes tagged 'gpu' ask for GPU=1 (1 of 2 workers offer one)" in output
+    gpu_worker = next(iter(cluster.processes))
+    ran_on = dict(re.findall(r"(\S+) on (tcp://127\.0\.0\.1:\d+): Running node", output))
+    assert set(ran_on) == {
+        "ingest_source_node",
+        "encode_captions_node",
+        "expert_0.expert_0.train_expert",
+        "expert_1.expert_1.train_expert",
+        "summarise_experts_node",
+    }
+    for name in (
+        "encode_captions_node",
+        "expert_0.expert_0.train_expert",
+        "expert_1.expert_1.train_expert",
+    ):
+        assert ran_on[name] == gpu_worker, (name, ran_on)  # tagged gpu
     # the one MLflow run, on the driver, has the experts' loss curves and plot
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     try:
