@@ -396,3 +396,32 @@ def test_runner_params_are_validated_like_dask_yml():
     catalog = DataCatalog(datasets={"params:x": MemoryDataset(1)})
     with pytest.raises(ClusterError, match=r"--runner-params: connect_timeout: .*greater than 0"):
         DaskRunner(connect_timeout=-1).run(pipeline, catalog)
+
+
+def test_without_any_cluster_setting_a_local_cluster_is_started_and_stopped(tmp_path, monkeypatch):
+    """No address, no ``DASK_SCHEDULER_ADDRESS``, no ``dask.yml``: the default local cluster
+    (here, without GPUs, one single-threaded worker process per core) runs the node."""
+    import dask
+
+    from lors_distill.datasets import JSONDataset
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    dask.config.refresh()
+    pipeline = Pipeline([Node(_double, "params:x", "out", name="doubles")])
+    catalog = DataCatalog(
+        datasets={
+            "params:x": MemoryDataset(21),
+            "out": JSONDataset(filepath=str(tmp_path / "out.json")),
+        }
+    )
+    DaskRunner().run(pipeline, catalog)
+    assert json.loads((tmp_path / "out.json").read_text()) == 42
+
+
+def test_a_dask_yml_address_that_answers_nothing_is_named(project_copy):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    (project_copy / "conf/test/dask.yml").write_text(
+        f"cluster: address\naddress: {address}\nconnect_timeout: 2\n"
+    )
+    with pytest.raises(ClusterError, match=re.escape(f"{address} (from dask.yml address)")):
+        run_kedro(project_copy, ["ingestion"], runner=DaskRunner())
