@@ -44,7 +44,7 @@ try:
 except ImportError as _error:  # pragma: no cover - the dev and cluster extras install it
     raise ImportError(
         "lors_distill.runners.DaskRunner needs dask and distributed: "
-        "pip install 'lors-distill[cluster]'"
+        'pip install -e ".[cluster]" in the project folder'
     ) from _error
 
 import torch
@@ -413,7 +413,7 @@ def jobqueue_cluster(config: ClusterConfig) -> Any:
     except ImportError:
         raise ClusterError(
             f"dask.yml cluster: {config.cluster} needs dask-jobqueue: "
-            "pip install 'lors-distill[cluster]'"
+            'pip install -e ".[cluster]" in the project folder'
         ) from None
     kind = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}
     return kind[config.cluster](**config.options)
