@@ -92,11 +92,13 @@ def sequential(tmp_path_factory) -> dict[str, bytes]:
 
 
 class _Cluster:
-    """A ``dask scheduler`` and ``dask worker --nthreads 1 --no-nanny`` processes on 127.0.0.1,
-    each worker on a known port (so a test can kill the one running a given node)."""
+    """A ``dask scheduler`` and ``dask worker --nthreads 1`` processes on 127.0.0.1, each worker
+    on a known port. ``nanny=False`` (``--no-nanny``): each started process is the worker
+    itself, so a test can kill the one running a given node (a nanny would restart it)."""
 
-    def __init__(self, folder: Path, workers: int, gpu_workers: int = 0) -> None:
+    def __init__(self, folder: Path, workers: int, gpu_workers: int = 0, nanny: bool = True):
         self.folder = folder
+        self.nanny = nanny
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.ports = [free_port() for _ in range(workers)]
         self.gpu_workers = gpu_workers  # the first ones offer a GPU resource (a label here)
@@ -111,9 +113,11 @@ class _Cluster:
         self._stack.enter_context(background(scheduler, self.folder / "scheduler.log"))
         for index, worker_port in enumerate(self.ports):
             command = [
-                DASK, "worker", self.address, "--nthreads", "1", "--no-nanny",
+                DASK, "worker", self.address, "--nthreads", "1",
                 "--host", "127.0.0.1", "--worker-port", str(worker_port), "--no-dashboard",
             ]  # fmt: skip
+            if not self.nanny:
+                command.append("--no-nanny")
             if index < self.gpu_workers:
                 command += ["--resources", "GPU=1"]
             log = self.folder / f"worker-{worker_port}.log"
@@ -204,7 +208,7 @@ def test_a_worker_killed_during_an_expert_costs_only_a_rerun(sequential, tmp_pat
     """SIGKILL the worker that is training expert 0, after its first epoch: Dask runs the
     node again on the other worker, and every artifact is the uninterrupted run's."""
     project = make_project_copy(tmp_path)
-    with _Cluster(tmp_path, workers=2) as cluster:
+    with _Cluster(tmp_path, workers=2, nanny=False) as cluster:
         log = tmp_path / "kedro.log"
         with _kedro_on(cluster.address, project, log, "--pipelines", UPSTREAM) as process:
             pattern = re.compile(
