@@ -1,9 +1,11 @@
+import hashlib
 import json
 import logging
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -14,6 +16,7 @@ from lors_distill.core.bundle import (
     load_bundle,
     save_bundle,
 )
+from lors_distill.core.blend import BlendConfig, Mix, draw_mix
 from lors_distill.core.config import DistillationParams
 from lors_distill.core.distill import (
     DistillationDivergedError,
@@ -115,6 +118,8 @@ def test_blocks_are_sub_blocks_of_the_matrix():
 
 # ------------------------------------------------------------------ matching gradients
 
+BLEND_ON = {"enabled": True, "alpha": 1.0}
+
 
 def grads_after_match(mode: str, kind: str = "lowrank", recipe=RECIPE, **overrides):
     model = recipe.build(0)
@@ -130,7 +135,13 @@ def grads_after_match(mode: str, kind: str = "lowrank", recipe=RECIPE, **overrid
 
 @pytest.mark.parametrize(
     ("kind", "overrides"),
-    [("lowrank", {}), ("full", {"loss": "infonce"}), ("identity", {"merge_branches": True})],
+    [
+        ("lowrank", {}),
+        ("full", {"loss": "infonce"}),
+        ("identity", {"merge_branches": True}),
+        ("lowrank", {"blend": BLEND_ON}),  # RepBlend: the second pass must reuse each mix
+        ("identity", {"blend": BLEND_ON, "merge_branches": True}),
+    ],
 )
 def test_tesla_equals_tesla_one_graph(kind, overrides):
     tesla_losses, tesla = grads_after_match("tesla", kind, **overrides)
@@ -577,3 +588,90 @@ def test_bundles_carry_a_content_hash_checked_on_load(tmp_path):
     path.write_bytes(b"\x00" * 4)
     with pytest.raises(BundleIntegrityError, match=r"bundle\.safetensors: unreadable"):
         load_bundle(path)
+
+
+# ------------------------------------------------------------------ representation blending
+
+
+def syn_digest(distiller: Distiller) -> str:
+    digest = hashlib.sha256()
+    for name, p in distiller.syn.named_parameters():
+        digest.update(name.encode())
+        digest.update(p.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+# The synthetic set after 3 outer iterations of make_distiller(grad_mode=mode), computed with
+# the code before blending existed (commit 2ed9678) at one thread, as the suite runs (conftest),
+# with torch 2.14.1's CPU kernels on the CI machine.
+BEFORE_BLENDING = {
+    "tesla": "27bc3416ed05d4f668af9678072ea03f",
+    "tesla_one_graph": "67d58698b7555ccb3efeb72a211d8707",
+    "full": "4391547a0bdaf0dc3ad66f78afc0e754",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(BEFORE_BLENDING))
+@pytest.mark.parametrize("blend", [{"enabled": False, "alpha": 1.0}, {"enabled": True, "alpha": 0.0}])
+def test_blending_off_or_alpha_zero_is_bit_identical_to_before_blending(mode, blend):
+    assert torch.get_num_threads() == 1  # the digests were taken at one thread
+    distiller = make_distiller(grad_mode=mode, blend=blend)
+    for _ in range(3):
+        distiller.step()
+    assert syn_digest(distiller) == BEFORE_BLENDING[mode]
+    blended = make_distiller(grad_mode=mode, blend=BLEND_ON)
+    for _ in range(3):
+        blended.step()
+    assert syn_digest(blended) != BEFORE_BLENDING[mode]  # blending on does change the run
+
+
+def test_each_step_draws_one_mix_reused_by_every_pass(monkeypatch):
+    from lors_distill.core.distill import matcher as matcher_module
+
+    drawn = []
+    real = matcher_module.draw_mix
+
+    def counting(config, size, seed):
+        mix = real(config, size, seed)
+        drawn.append((seed, mix.lam, mix.perm.tolist()))
+        return mix
+
+    monkeypatch.setattr(matcher_module, "draw_mix", counting)
+    losses, _ = grads_after_match("tesla", blend=BLEND_ON)  # two passes over 4 steps
+    monkeypatch.setattr(matcher_module, "draw_mix", real)
+    assert len(drawn) == 4  # one per step, not one per pass
+    assert len({seed for seed, _, _ in drawn}) == 4
+    assert all(0.0 <= lam <= 1.0 for _, lam, _ in drawn)
+    assert all(sorted(perm) == list(range(4)) for _, _, perm in drawn)
+    # blending reaches the loss: the same match without it gives another loss
+    unblended, _ = grads_after_match("tesla")
+    assert float(losses["loss"]) != float(unblended["loss"])
+
+
+def test_a_mix_is_drawn_from_its_step_seed_only():
+    config = BlendConfig(enabled=True, alpha=1.0)
+    first, again, other = draw_mix(config, 20, 7), draw_mix(config, 20, 7), draw_mix(config, 20, 8)
+    assert (first.lam, first.perm.tolist()) == (again.lam, again.perm.tolist())
+    assert (first.lam, first.perm.tolist()) != (other.lam, other.perm.tolist())
+    assert draw_mix(BlendConfig(enabled=True, alpha=0.0), 20, 7) is None
+    assert draw_mix(BlendConfig(enabled=False, alpha=1.0), 20, 7) is None
+    x = torch.arange(20.0).unsqueeze(1).expand(20, 3)
+    torch.testing.assert_close(first(x), first.lam * x + (1 - first.lam) * x[first.perm])
+    # Beta(1, 1) is uniform on [0, 1]: the mean of many draws is near 1/2
+    lams = [draw_mix(config, 4, seed).lam for seed in range(2000)]
+    assert abs(sum(lams) / len(lams) - 0.5) < 0.02
+    # a small alpha puts lam near 0 or 1 (Beta(0.1, 0.1) is U-shaped)
+    sharp = [draw_mix(BlendConfig(enabled=True, alpha=0.1), 4, s).lam for s in range(500)]
+    assert sum(min(lam, 1 - lam) < 0.05 for lam in sharp) > 0.5 * len(sharp)
+
+
+def test_the_model_blends_image_embeddings_and_text_vectors_before_the_heads():
+    model = NO_DROPOUT.build(0).eval()
+    images, texts = torch.randn(5, 3, SIZE, SIZE), torch.randn(5, TEXT_DIM)
+    mix = Mix(0.3, torch.tensor([4, 0, 1, 3, 2]))
+    features = model.image_encoder(images)
+    blended_image = F.normalize(mix(features), dim=-1)
+    blended_text = F.normalize(model.text_head(mix(texts)), dim=-1)
+    expected = blended_image @ blended_text.T / model.temperature
+    torch.testing.assert_close(model(images, texts, mix=mix), expected)
+    torch.testing.assert_close(model(features, texts, mix=mix, from_features=True), expected)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lors_distill.core.augment import AugmentConfig
+from lors_distill.core.blend import BlendConfig
 from lors_distill.core.models import PIXEL_STATISTICS, ConvNetConfig, check_image_encoder_name
 from lors_distill.core.schema import Choice, Strict, choice, one_of
 
@@ -187,6 +188,7 @@ class DistillationParams(Strict):
     alpha: float
     loss: Choice  # a loss's name, or {name: <loss>, <option>: <value>} (kl: sharpness)
     merge_branches: bool
+    blend: BlendConfig  # representation blending in the inner steps (RepBlend)
     grad_mode: Literal["tesla", "tesla_one_graph", "full"]
     mini_batch_remainder: Literal["keep", "drop"]
     expert_sampling: Literal["uniform", "cycle"]

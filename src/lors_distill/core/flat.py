@@ -105,7 +105,9 @@ def load_flat(model: nn.Module, flat: torch.Tensor, layout: ParameterLayout | No
 
 
 def functional_forward(
-    model: nn.Module, layout: ParameterLayout, flat: torch.Tensor, *args: Any
+    model: nn.Module, layout: ParameterLayout, flat: torch.Tensor, *args: Any, **kwargs: Any
 ) -> Any:
-    """``model(*args)`` with its parameters taken from ``flat`` (differentiable w.r.t. ``flat``)."""
-    return functional_call(model, layout.unflatten(flat), args)
+    """``model(*args, **kwargs)`` with its trainable parameters taken from ``flat``
+    (differentiable w.r.t. ``flat``); parameters outside the layout (a frozen backbone) are
+    the model's own."""
+    return functional_call(model, layout.unflatten(flat), args, kwargs)

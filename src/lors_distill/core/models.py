@@ -12,8 +12,9 @@ Image encoders are chosen by one spec string through :func:`build_image_encoder`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ from torch import nn
 
 from lors_distill.core.device import seeded_rng
 from lors_distill.core.schema import Strict, one_of
+
+if TYPE_CHECKING:
+    from lors_distill.core.bundle import TensorBundle
 
 # ConvNet normalisation layers by name (``model.convnet.norm``): (channels, feature size) -> layer
 NORMS: dict[str, Callable[[int, int], nn.Module]] = {
@@ -158,29 +162,43 @@ class ConvNet(nn.Module):
         return self.features(images).flatten(1)
 
 
-class TextHead(nn.Module):
-    """Projection head on frozen text vectors (the LoRS/MTT-VL text branch).
+class ProjectionHead(nn.Module):
+    """A projection head (the LoRS/MTT-VL text branch; RepBlend's image branch too).
 
     ``h = W1 x``; ``out = LayerNorm(h + Dropout(W2 GELU(h)))``; input ``(B, d)``, output ``(B, D)``.
     """
 
-    def __init__(self, text_dim: int, output_dim: int, dropout: float) -> None:
+    def __init__(self, input_dim: int, output_dim: int, dropout: float) -> None:
         super().__init__()
-        self.project = nn.Linear(text_dim, output_dim)
+        self.project = nn.Linear(input_dim, output_dim)
         self.fc = nn.Linear(output_dim, output_dim)
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(output_dim)
 
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        projected = self.project(text)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        projected = self.project(x)
         return self.norm(projected + self.dropout(self.fc(F.gelu(projected))))
 
 
+TextHead = ProjectionHead  # the name the text branch had before images gained a head
+
+
 class DualEncoder(nn.Module):
-    """Image encoder + text head; logits are cosine similarities divided by ``temperature``.
+    """Image encoder (+ image head) + text head; logits are cosine similarities divided by
+    ``temperature``.
+
+    Two protocols (``frozen_backbone``):
+
+    * full fine-tuning (LoRS, MTT-VL, TESLA-VL): the image encoder is trained and its output is
+      the image embedding;
+    * frozen backbone (RepBlend): the image encoder is a fixed pretrained backbone (no
+      gradients, always in eval mode) followed by a trainable image projection head of the text
+      head's shape (``D -> D``); only the two heads are trained, and only they are in
+      :class:`~lors_distill.core.flat.ParameterLayout`.
 
     Attributes:
         image_encoder: maps ``(B, 3, S, S)`` normalised images to ``(B, D)`` features.
+        image_head: ``(B, D) -> (B, D)`` (frozen-backbone protocol only, else None).
         text_head: maps ``(B, d)`` frozen text vectors to ``(B, D)``.
         temperature: fixed softmax temperature (not trained).
     """
@@ -192,27 +210,72 @@ class DualEncoder(nn.Module):
         text_dim: int,
         dropout: float,
         temperature: float,
+        frozen_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
-        self.text_head = TextHead(text_dim, feature_dim, dropout)
+        # registered before the text head: the flat layout keeps the image branch first
+        self.image_head = ProjectionHead(feature_dim, feature_dim, dropout) if frozen_backbone else None
+        self.text_head = ProjectionHead(text_dim, feature_dim, dropout)
         self.temperature = temperature
+        self.frozen_backbone = frozen_backbone
+        if frozen_backbone:
+            image_encoder.requires_grad_(False)
+            image_encoder.eval()
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` -> ``(B, D)`` unit vectors."""
-        return F.normalize(self.image_encoder(images).float(), dim=-1)
+    def train(self, mode: bool = True) -> DualEncoder:
+        super().train(mode)
+        if self.frozen_backbone:
+            self.image_encoder.eval()  # a frozen backbone keeps its eval-mode behaviour
+        return self
+
+    def image_parameters(self) -> list[nn.Parameter]:
+        """The trained parameters of the image branch (the head's, with a frozen backbone)."""
+        branch = self.image_head if self.frozen_backbone else self.image_encoder
+        return list(branch.parameters())
+
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> the image encoder's ``(B, D)`` output (what an image head and
+        blending take)."""
+        return self.image_encoder(images)
+
+    def _image_embedding(self, features: torch.Tensor) -> torch.Tensor:
+        return features if self.image_head is None else self.image_head(features)
+
+    def encode_image(self, images: torch.Tensor, from_features: bool = False) -> torch.Tensor:
+        """``(B, 3, S, S)`` (or backbone features with ``from_features``) -> ``(B, D)`` unit
+        vectors."""
+        features = images if from_features else self.backbone_features(images)
+        return F.normalize(self._image_embedding(features).float(), dim=-1)
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
         """``(B, d)`` -> ``(B, D)`` unit vectors."""
         return F.normalize(self.text_head(text).float(), dim=-1)
 
-    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        mix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        from_features: bool = False,
+    ) -> torch.Tensor:
         """Logits ``(B_img, B_txt)`` = cosine / temperature.
+
+        ``mix`` (representation blending, :mod:`lors_distill.core.blend`) is applied to the
+        image encoder's output and to the text vectors, before the heads. With
+        ``from_features``, ``images`` are already the image encoder's output (a frozen
+        backbone's, computed once).
 
         The encoders may run under autocast (bf16); the cosine matrix is always fp32, since
         bf16's 8-bit mantissa would blur logits of size 1 / temperature.
         """
-        image, text = self.encode_image(images), self.encode_text(text)
+        if mix is None:
+            image = self.encode_image(images, from_features)
+        else:
+            features = images if from_features else self.backbone_features(images)
+            image = F.normalize(self._image_embedding(mix(features)).float(), dim=-1)
+            text = mix(text)
+        text = self.encode_text(text)
         with torch.autocast(image.device.type, enabled=False):
             return image.float() @ text.float().T / self.temperature
 
@@ -391,11 +454,42 @@ def load_checkpoint(
 
 
 def build_dual_encoder(
-    spec: ImageEncoderSpec, text_dim: int, dropout: float, temperature: float
+    spec: ImageEncoderSpec,
+    text_dim: int,
+    dropout: float,
+    temperature: float,
+    frozen_backbone: bool = False,
 ) -> DualEncoder:
-    """A fresh dual encoder (random text head; image encoder as ``spec`` says)."""
+    """A fresh dual encoder (random heads; image encoder as ``spec`` says)."""
     image_encoder, feature_dim = build_image_encoder(spec)
-    return DualEncoder(image_encoder, feature_dim, text_dim, dropout, temperature)
+    return DualEncoder(image_encoder, feature_dim, text_dim, dropout, temperature, frozen_backbone)
+
+
+def backbone_digest(backbone: TensorBundle) -> str:
+    """The short content hash a frozen-backbone recipe records of its backbone's weights."""
+    return backbone.sha256()[:16]
+
+
+def load_backbone(model: DualEncoder, backbone: TensorBundle | None, expected: str | None) -> None:
+    """Put the frozen backbone's weights (a ``backbone`` bundle: the image encoder's state
+    dict) into ``model``, checking that they are the ones the recipe was made with."""
+    if backbone is None:
+        raise ValueError(
+            "this model uses a frozen backbone (the frozen-backbone protocol): give it the "
+            "backbone bundle (the catalog's frozen.backbone) it was trained with"
+        )
+    digest = backbone_digest(backbone)
+    if expected is not None and digest != expected:
+        raise ValueError(
+            f"the backbone given (content {digest}) is not the one this model was trained "
+            f"with ({expected}): rerun the frozen-backbone experts after a new backbone"
+        )
+    missing, unexpected = model.image_encoder.load_state_dict(backbone.tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"the backbone bundle does not match the image encoder: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
 
 
 @dataclass(frozen=True)
@@ -406,6 +500,10 @@ class ModelRecipe:
     text_dim: int
     dropout: float
     temperature: float
+    # the frozen-backbone protocol: an image head on a fixed backbone, whose weights' digest
+    # (backbone_digest) is recorded so every model built from the recipe uses the same one
+    frozen_backbone: bool = False
+    backbone: str | None = None
 
     @classmethod
     def convnet(
@@ -423,12 +521,25 @@ class ModelRecipe:
         spec = ImageEncoderSpec("convnet", image_size, False, convnet)
         return cls(spec, text_dim, dropout, temperature)
 
-    def build(self, seed: int) -> DualEncoder:
-        """A fresh model whose random initialisation depends only on ``seed``."""
+    def build(self, seed: int, backbone: TensorBundle | None = None) -> DualEncoder:
+        """A fresh model whose random initialisation depends only on ``seed``; a
+        frozen-backbone recipe needs its ``backbone`` bundle (checked by digest)."""
         with seeded_rng(seed):
-            return build_dual_encoder(self.encoder, self.text_dim, self.dropout, self.temperature)
+            model = build_dual_encoder(
+                self.encoder, self.text_dim, self.dropout, self.temperature, self.frozen_backbone
+            )
+        if self.frozen_backbone:
+            load_backbone(model, backbone, self.backbone)
+        return model
+
+    def frozen(self, backbone: TensorBundle) -> ModelRecipe:
+        """This recipe in the frozen-backbone protocol, on ``backbone``'s weights."""
+        return replace(self, frozen_backbone=True, backbone=backbone_digest(backbone))
 
     def to_json(self) -> dict:
+        protocol = (
+            {"frozen_backbone": True, "backbone": self.backbone} if self.frozen_backbone else {}
+        )
         return {
             "image_encoder": self.encoder.name,
             "image_size": self.encoder.image_size,
@@ -437,6 +548,7 @@ class ModelRecipe:
             "text_dim": self.text_dim,
             "dropout": self.dropout,
             "temperature": self.temperature,
+            **protocol,  # absent for full fine-tuning: recipes written before it read the same
         }
 
     @classmethod
@@ -448,7 +560,12 @@ class ModelRecipe:
             convnet=ConvNetConfig(**data["convnet"]) if data.get("convnet") else None,
         )
         return cls(
-            encoder, int(data["text_dim"]), float(data["dropout"]), float(data["temperature"])
+            encoder,
+            int(data["text_dim"]),
+            float(data["dropout"]),
+            float(data["temperature"]),
+            frozen_backbone=bool(data.get("frozen_backbone", False)),
+            backbone=data.get("backbone"),
         )
 
 

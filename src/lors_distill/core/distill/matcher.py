@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
+from lors_distill.core.blend import Mix, draw_mix
 from lors_distill.core.device import seeded_rng
 from lors_distill.core.distill.synthetic import SyntheticSet
 from lors_distill.core.flat import ParameterLayout, functional_forward
@@ -28,11 +29,16 @@ class FastPath:
 
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: encoders under autocast
     channels_last: bool = False  # NHWC images for the convolutions
+    # a frozen backbone's features of all synthetic images computed once per iteration (the
+    # inner steps differentiate into them, then one backward reaches the pixels) instead of
+    # a backbone pass per inner step; the same gradient up to float rounding
+    backbone_once: bool = True
 
 
-def _learnable(syn: SyntheticSet) -> list[torch.Tensor]:
-    """The tensors the inner losses differentiate into (not the learning rates)."""
-    return [syn.images, syn.texts, *syn.similarity.parameters()]
+def _learnable(syn: SyntheticSet, pixels: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors the inner losses differentiate into (not the learning rates): the images
+    (or their frozen-backbone features, ``pixels``), the texts and the similarity."""
+    return [pixels, syn.texts, *syn.similarity.parameters()]
 
 
 def _mini_batches(
@@ -83,22 +89,54 @@ class TrajectoryMatcher:
         image, total = self.layout.image_size, self.layout.size
         return torch.cat([lrs[0].expand(image), lrs[1].expand(total - image)])
 
+    def _autocast(self, device: torch.device):
+        return torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=self.fast.precision == "bf16"
+        )
+
     def _inner_loss(
-        self, theta: torch.Tensor, syn: SyntheticSet, index: torch.Tensor, seed: int, graph: bool
+        self,
+        theta: torch.Tensor,
+        syn: SyntheticSet,
+        step: _Step,
+        graph: bool,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        images, texts = syn.images[index], syn.texts[index]
-        targets = syn.similarity.block(index)
+        """The soft loss of one inner step at ``theta``; with ``features`` (a frozen
+        backbone's output for every synthetic image) the backbone is not run again."""
+        index = step.index
+        images = syn.images[index] if features is None else features[index]
+        texts, targets = syn.texts[index], syn.similarity.block(index)
         if not graph:
             images, texts, targets = images.detach(), texts.detach(), targets.detach()
-        if self.fast.channels_last:
+        if self.fast.channels_last and features is None:
             images = images.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast(
-            theta.device.type, dtype=torch.bfloat16, enabled=self.fast.precision == "bf16"
-        )
-        with seeded_rng(seed, theta.device), autocast:  # same dropout masks in every pass
-            logits = functional_forward(self.model, self.layout, theta, images, texts)
+        # same dropout masks and the same blend in every pass
+        with seeded_rng(step.seed, theta.device), self._autocast(theta.device):
+            logits = functional_forward(
+                self.model,
+                self.layout,
+                theta,
+                images,
+                texts,
+                mix=step.mix,
+                from_features=features is not None,
+            )
         # the master tensors (theta, images, texts, S, etas) stay fp32; so does the loss
         return self.loss_fn(logits.float(), targets.float())
+
+    def _backbone_features(self, syn: SyntheticSet) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With a frozen backbone (and ``backbone_once``): its fp32 features of every
+        synthetic image with their graph into the pixels, and a leaf copy the inner steps
+        use. None otherwise."""
+        if not (getattr(self.model, "frozen_backbone", False) and self.fast.backbone_once):
+            return None
+        images = syn.images
+        if self.fast.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self._autocast(images.device):
+            features = self.model.backbone_features(images).float()
+        return features, features.detach().requires_grad_(True)
 
     @staticmethod
     def _ratios(theta_end, theta_start, theta_target, slices) -> dict[str, torch.Tensor]:
@@ -134,13 +172,20 @@ class TrajectoryMatcher:
             syn.images.device,
         )
         seeds = torch.randint(0, 2**62, (config.syn_steps,), generator=generator).tolist()
+        steps = [
+            _Step(index, seed, _mix_on(draw_mix(config.blend, index.numel(), seed), index))
+            for index, seed in zip(batches, seeds, strict=True)
+        ]
         theta_start = theta_start.detach().float()
         theta_target = theta_target.detach().float()
         lr_vector = self._lr_vector(syn.lrs)
+        backbone = self._backbone_features(syn)
+        features = None if backbone is None else backbone[1]
+        pixels = syn.images if features is None else features
         if config.grad_mode == "full":
-            theta_end = self._unroll_exact(syn, theta_start, lr_vector, batches, seeds)
+            theta_end = self._unroll_exact(syn, theta_start, lr_vector, steps, features)
         else:
-            theta_end = self._unroll_first_order(syn, theta_start, lr_vector, batches, seeds)
+            theta_end = self._unroll_first_order(syn, theta_start, lr_vector, steps, features)
         branch = self._ratios(theta_end, theta_start, theta_target, self.branches)
         objective = (
             self._ratios(theta_end, theta_start, theta_target, self.objective)
@@ -151,56 +196,75 @@ class TrajectoryMatcher:
         if config.grad_mode == "tesla":
             # theta_end depends on the learning rates only (the sum of gradients is constant)
             lr_loss.backward(inputs=[syn.lrs])
-            self._tesla_pass(syn, theta_start, theta_end.detach(), theta_target, batches, seeds)
+            self._tesla_pass(
+                syn, theta_start, theta_end.detach(), theta_target, steps, features
+            )
         elif config.merge_branches:
-            data_loss.backward(inputs=_learnable(syn), retain_graph=True)
+            data_loss.backward(inputs=_learnable(syn, pixels), retain_graph=True)
             lr_loss.backward(inputs=[syn.lrs])
         else:
-            data_loss.backward(inputs=[*_learnable(syn), syn.lrs])
+            data_loss.backward(inputs=[*_learnable(syn, pixels), syn.lrs])
+        if backbone is not None and features.grad is not None:
+            # the inner steps' gradients of the features, through the backbone once
+            torch.autograd.backward(backbone[0], grad_tensors=features.grad, inputs=[syn.images])
         return {
             "loss": data_loss.detach(),
             **{f"loss_{name}": value.detach() for name, value in branch.items()},
         }
 
-    def _unroll_first_order(self, syn, theta_start, lr_vector, batches, seeds) -> torch.Tensor:
+    def _unroll_first_order(self, syn, theta_start, lr_vector, steps, features) -> torch.Tensor:
         """``theta_start - eta * sum_i g_i`` with each ``g_i`` taken at the constant parameters
         of step ``i``; the ``g_i`` keep their graph into the synthetic data only for
         ``tesla_one_graph`` (``tesla`` recomputes them one at a time later)."""
         keep_graph = self.config.grad_mode == "tesla_one_graph"
         step_lr = lr_vector.detach()
         theta, grad_sum = theta_start.clone(), torch.zeros_like(theta_start)
-        for index, seed in zip(batches, seeds, strict=True):
+        for step in steps:
             leaf = theta.detach().requires_grad_(True)
-            loss = self._inner_loss(leaf, syn, index, seed, graph=keep_graph)
+            loss = self._inner_loss(leaf, syn, step, keep_graph, features)
             (grad,) = torch.autograd.grad(loss, leaf, create_graph=keep_graph)
             grad_sum = grad_sum + grad
             theta = theta - step_lr * grad.detach()
         return theta_start - lr_vector * grad_sum
 
-    def _unroll_exact(self, syn, theta_start, lr_vector, batches, seeds) -> torch.Tensor:
+    def _unroll_exact(self, syn, theta_start, lr_vector, steps, features) -> torch.Tensor:
         """``theta_{i+1} = theta_i - eta g_i(theta_i)`` with the graph kept through every step
         (``create_graph`` at graph-carrying parameters): the exact gradient."""
         theta = theta_start.clone().requires_grad_(True)
-        for index, seed in zip(batches, seeds, strict=True):
-            loss = self._inner_loss(theta, syn, index, seed, graph=True)
+        for step in steps:
+            loss = self._inner_loss(theta, syn, step, True, features)
             (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
             theta = theta - lr_vector * grad
         return theta
 
-    def _tesla_pass(self, syn, theta_start, theta_end, theta_target, batches, seeds) -> None:
+    def _tesla_pass(self, syn, theta_start, theta_end, theta_target, steps, features) -> None:
         scale = torch.empty_like(theta_start)
         for s in self.objective.values():
             distance = (theta_start[s] - theta_target[s]).pow(2).sum().clamp(min=1e-12)
             scale[s] = 2.0 / distance
         step_lr = self._lr_vector(syn.lrs).detach()
         upstream = step_lr * (theta_target - theta_end) * scale  # dL/dg_i, the same for every i
+        learnable = _learnable(syn, syn.images if features is None else features)
         theta = theta_start.clone()
-        for index, seed in zip(batches, seeds, strict=True):
+        for step in steps:  # each step's own batch, dropout masks and blend, recomputed
             leaf = theta.detach().requires_grad_(True)
-            loss = self._inner_loss(leaf, syn, index, seed, graph=True)
+            loss = self._inner_loss(leaf, syn, step, True, features)
             (grad,) = torch.autograd.grad(loss, leaf, create_graph=True)
-            torch.autograd.backward(grad, grad_tensors=upstream, inputs=_learnable(syn))
+            torch.autograd.backward(grad, grad_tensors=upstream, inputs=learnable)
             theta = theta - step_lr * grad.detach()
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One inner step: its mini-batch, the seed of its dropout masks and blend, its blend."""
+
+    index: torch.Tensor
+    seed: int
+    mix: Mix | None
+
+
+def _mix_on(mix: Mix | None, index: torch.Tensor) -> Mix | None:
+    return None if mix is None else mix.to(index.device)
 
 
 def _on_device(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
