@@ -17,7 +17,7 @@ from typing import Any
 
 from kedro.pipeline import Pipeline
 
-from lors_distill.core.config import ExpertsParams, ModelParams, ParameterError
+from lors_distill.core.config import ExpertsParams, FrozenParams, ModelParams, ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +31,19 @@ class StaleExpertError(ParameterError):
     """Existing expert trajectories were trained with other settings or on other data."""
 
 
-def trajectory_settings(model: ModelParams, experts: ExpertsParams) -> dict[str, Any]:
-    """The settings one trajectory depends on, as plain JSON."""
+def trajectory_settings(
+    model: ModelParams, experts: ExpertsParams, frozen: FrozenParams | None = None
+) -> dict[str, Any]:
+    """The settings one trajectory depends on, as plain JSON (with ``frozen``: a
+    frozen-backbone expert's, whose backbone's content hash is one of its inputs)."""
     trained = experts.model_dump(mode="json")
-    return {
+    settings = {
         "model": model.model_dump(mode="json"),
         "experts": {k: v for k, v in trained.items() if k not in _NOT_TRAJECTORY},
     }
+    if frozen is not None:
+        settings["frozen"] = {"cache_features": frozen.cache_features}
+    return settings
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

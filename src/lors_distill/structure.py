@@ -1,5 +1,5 @@
 """Pipeline structure that depends on parameters: how many expert nodes and caption-encoding
-shards to build.
+shards to build, and whether the frozen-backbone protocol runs (``frozen.enabled``).
 
 Each expert is its own Kedro node (so ``--runner ParallelRunner`` trains them in parallel and
 ``--only-missing-outputs`` resumes at the first unwritten expert), and so is each caption shard
@@ -24,6 +24,14 @@ from lors_distill.config_loader import load_parameters
 class Structure(NamedTuple):
     num_experts: int
     feature_shards: int
+    frozen: bool = True
+
+
+def _enabled(section: Mapping[str, Any] | None) -> bool | None:
+    value = (section or {}).get("enabled", True)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value if isinstance(value, bool) else None
 
 
 def _positive_int(section: Mapping[str, Any] | None, key: str, default: int) -> int | None:
@@ -41,9 +49,10 @@ def session_structure(parameters: Mapping[str, Any]) -> Structure | None:
     the key)."""
     experts = _positive_int(parameters.get("experts"), "num_experts", 0)
     shards = _positive_int(parameters.get("features"), "shards", 1)
-    if experts is None or shards is None:
+    frozen = _enabled(parameters.get("frozen"))
+    if experts is None or shards is None or frozen is None:
         return None
-    return Structure(experts, shards)
+    return Structure(experts, shards, frozen)
 
 
 def configured_structure(conf_source: Path | None = None) -> Structure:
@@ -53,4 +62,5 @@ def configured_structure(conf_source: Path | None = None) -> Structure:
     return Structure(
         int(parameters["experts"]["num_experts"]),
         int(parameters["features"].get("shards", 1)),
+        bool(_enabled(parameters.get("frozen"))),
     )

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from lors_distill.core.blend import BlendConfig, Mix, draw_mix
 from lors_distill.core.bundle import (
     BundleIntegrityError,
     TensorBundle,
@@ -16,7 +17,6 @@ from lors_distill.core.bundle import (
     load_bundle,
     save_bundle,
 )
-from lors_distill.core.blend import BlendConfig, Mix, draw_mix
 from lors_distill.core.config import DistillationParams
 from lors_distill.core.distill import (
     DistillationDivergedError,
@@ -521,21 +521,28 @@ def test_bf16_channels_last_gradient_matches_fp32():
     assert not torch.equal(grads["fp32"]["images"], grads["bf16"]["images"])  # bf16 really ran
 
 
-def test_methods_are_presets_of_the_gradient_and_the_similarity():
-    assert method_settings("lors", "tesla") == {}
-    assert method_settings("tesla_vl", "tesla_one_graph") == {
+def test_methods_are_presets_of_the_gradient_the_similarity_and_blending():
+    def settings(method, grad_mode, **more):
+        return method_settings(method, matching_config(grad_mode=grad_mode, **more))
+
+    assert settings("lors", "tesla") == {}
+    assert settings("tesla_vl", "tesla_one_graph") == {
         "sim_type": "identity",
         "grad_mode": "tesla_one_graph",
     }
-    assert method_settings("tesla_vl", "tesla") == {"sim_type": "identity", "grad_mode": "tesla"}
+    assert settings("tesla_vl", "tesla") == {"sim_type": "identity", "grad_mode": "tesla"}
     # LoRS with the exact gradient leaves TESLA-VL on TESLA's (one-graph) gradient
-    assert method_settings("tesla_vl", "full") == {
+    assert settings("tesla_vl", "full") == {
         "sim_type": "identity",
         "grad_mode": "tesla_one_graph",
     }
-    assert method_settings("mtt_vl", "tesla") == {"sim_type": "identity", "grad_mode": "full"}
-    with pytest.raises(ValueError, match="unknown trajectory-matching method 'dm'"):
-        method_settings("dm", "tesla")
+    assert settings("mtt_vl", "tesla") == {"sim_type": "identity", "grad_mode": "full"}
+    # lors_blend: LoRS with blending on, at the configured alpha
+    blend = settings("lors_blend", "full", blend={"enabled": False, "alpha": 0.5})
+    assert blend == {"blend": {"enabled": True, "alpha": 0.5}}
+    assert matching_config(grad_mode="full").updated(**blend).blend.active
+    with pytest.raises(ValueError, match="unknown trajectory-matching method 'dm': use lors, "):
+        settings("dm", "tesla")
 
 
 @pytest.mark.parametrize("damage", ["zeroed_images", "truncated", "no_hash", "other_fingerprint"])
@@ -612,7 +619,9 @@ BEFORE_BLENDING = {
 
 
 @pytest.mark.parametrize("mode", sorted(BEFORE_BLENDING))
-@pytest.mark.parametrize("blend", [{"enabled": False, "alpha": 1.0}, {"enabled": True, "alpha": 0.0}])
+@pytest.mark.parametrize(
+    "blend", [{"enabled": False, "alpha": 1.0}, {"enabled": True, "alpha": 0.0}]
+)
 def test_blending_off_or_alpha_zero_is_bit_identical_to_before_blending(mode, blend):
     assert torch.get_num_threads() == 1  # the digests were taken at one thread
     distiller = make_distiller(grad_mode=mode, blend=blend)

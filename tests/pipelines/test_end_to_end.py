@@ -24,8 +24,38 @@ from tests.kedro_helpers import make_project_copy, run_kedro
 from tests.processes import background
 from tests.processes import run as run_command
 
-METHODS = ["lors", "tesla_vl", "mtt_vl", "random", "herding", "k_center", "forgetting", "full_data"]
+METHODS = [
+    "lors",
+    "lors_blend",
+    "tesla_vl",
+    "mtt_vl",
+    "random",
+    "herding",
+    "k_center",
+    "forgetting",
+    "full_data",
+]
 CONTROLS = ["lors_hard", "random_teacher"]
+# the frozen-backbone protocol's rows (RepBlend's), which frozen.enabled adds to the run
+FROZEN_ROWS = [
+    "repblend",
+    "lors_frozen",
+    "tesla_vl_frozen",
+    "random_frozen",
+    "herding_frozen",
+    "k_center_frozen",
+    "forgetting_frozen",
+    "full_data_frozen",
+]
+FROZEN_ON = {"frozen": {"enabled": True}}
+MODALITY_SETS = ["lors", "lors_blend", "tesla_vl", "mtt_vl", "random", "real_pairs"]
+MODALITY_SETS += [
+    "repblend",
+    "lors_frozen",
+    "tesla_vl_frozen",
+    "random_frozen",
+    "real_pairs_frozen",
+]
 METRICS = ["ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall"]
 
 
@@ -59,7 +89,7 @@ def _outputs(project: Path) -> dict[Path, bytes]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     project = make_project_copy(tmp_path_factory.mktemp("e2e"))
-    run_kedro(project)  # __default__
+    run_kedro(project, params=FROZEN_ON)  # __default__ with the frozen-backbone protocol
     FIRST_RUN[project] = _outputs(project)  # before any test reruns part of it
     return project
 
@@ -68,13 +98,25 @@ def finished(tmp_path_factory):
 def test_metrics_json_keys_and_values(finished):
     metrics = json.loads((finished / "data/08_reporting/metrics.json").read_text())
     stats = ("mean", "std")
-    expected = {f"{m}.{k}.{s}" for m in METHODS + CONTROLS for k in METRICS for s in stats}
+    rows = METHODS + CONTROLS + FROZEN_ROWS
+    expected = {f"{m}.{k}.{s}" for m in rows for k in METRICS for s in stats}
     # the same at the epoch chosen on the validation split (not for the experts: full_data)
-    trained = [m for m in METHODS + CONTROLS if m != "full_data"]
+    trained = [m for m in rows if not m.startswith("full_data")]
     expected |= {f"{m}.val_epoch.{k}.{s}" for m in trained for k in METRICS for s in stats}
-    assert set(metrics) == expected  # cross-arch and external are off by default
-    assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in metrics.values())
-    for method in METHODS + CONTROLS:
+    modality = {"paired_cosine", "image_spread", "text_spread"}
+    gap = {f"{m}.modality.{n}" for m in MODALITY_SETS for n in modality}
+    assert set(metrics) == expected | gap  # cross-arch and external are off by default
+    recalls = {k: v for k, v in metrics.items() if ".modality." not in k}
+    assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in recalls.values())
+    # cosines in [-1, 1], distances between unit vectors in [0, 2]
+    assert all(-1.0 <= metrics[k] <= 1.0 for k in gap if k.endswith("paired_cosine"))
+    assert all(0.0 < metrics[k] <= 2.0 for k in gap if k.endswith("spread"))
+    report_gap = json.loads((finished / "data/08_reporting/frozen/modality_gap.json").read_text())
+    assert (
+        metrics["repblend.modality.paired_cosine"]
+        == report_gap["sets"]["repblend"]["paired_cosine"]
+    )
+    for method in rows:
         recalls = [metrics[f"{method}.{k}.mean"] for k in METRICS[:-1]]
         assert metrics[f"{method}.mean_recall.mean"] == pytest.approx(sum(recalls) / 6, abs=1e-3)
         assert metrics[f"{method}.ir@1.mean"] <= metrics[f"{method}.ir@10.mean"]
@@ -90,6 +132,7 @@ def test_metrics_json_keys_and_values(finished):
     table = pd.read_csv(finished / "data/08_reporting/comparison_table.csv")
     assert table["method"].tolist() == [
         "lors",
+        "lors_blend",
         "tesla_vl",
         "mtt_vl",
         "random",
@@ -99,9 +142,12 @@ def test_metrics_json_keys_and_values(finished):
         "lors_hard",
         "random_teacher",
         "full_data",
+        *FROZEN_ROWS,
     ]
+    assert table["protocol"].tolist() == ["fine-tune"] * 11 + ["frozen backbone"] * 8
     markdown = (finished / "data/08_reporting/comparison_table.md").read_text()
-    assert "| lors |" in markdown
+    assert "| lors | fine-tune |" in markdown
+    assert "| repblend | frozen backbone |" in markdown
     assert "last epoch" in markdown
     # the machine the numbers came from (CPU results depend on its kernels and thread count)
     capability = torch.backends.cpu.get_cpu_capability()
@@ -139,6 +185,14 @@ def test_mlflow_run_has_params_histories_metrics_and_artifacts(finished):
         metrics["lors.mean_recall.mean"]
     )
     assert run.data.metrics["random.ir_at_1.mean"] == pytest.approx(metrics["random.ir@1.mean"])
+    for row in ("repblend", "lors_frozen", "lors_blend"):
+        assert run.data.metrics[f"{row}.mean_recall.mean"] == pytest.approx(
+            metrics[f"{row}.mean_recall.mean"]
+        )
+    assert len(client.get_metric_history(run.info.run_id, "repblend.distillation.loss")) == 12
+    assert (
+        len(client.get_metric_history(run.info.run_id, "frozen.experts.expert_1.train_loss")) == 3
+    )
     plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"similarity.png", "distilled_pairs.png", "recall_bar.png", "experts_loss.png"} <= plots
     distilled = [a.path for a in client.list_artifacts(run.info.run_id, "distilled")]
@@ -224,7 +278,7 @@ def test_external_set_and_cross_architecture(finished):
             },
         }
     }
-    run_kedro(finished, ["evaluation"], params=params)
+    run_kedro(finished, ["evaluation"], params={**params, **FROZEN_ON})
     metrics = json.loads((finished / "data/08_reporting/metrics.json").read_text())
     for metric in METRICS:
         assert metrics[f"external.{metric}.mean"] == metrics[f"lors.{metric}.mean"]
@@ -259,7 +313,7 @@ def test_same_config_same_machine_same_bytes(finished, tmp_path):
     MLflow store). Across machines CPU kernels may differ; on one machine every random choice
     comes from a seed parameter."""
     again = make_project_copy(tmp_path)
-    run_kedro(again)
+    run_kedro(again, params=FROZEN_ON)
     first, second = FIRST_RUN[finished], _outputs(again)
     assert len(first) > 30
     assert first.keys() == second.keys()

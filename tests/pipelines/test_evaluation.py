@@ -32,7 +32,7 @@ def test_summary_table_and_budget_archive_entry():
     ]
     metrics, markdown, table, _ = summarise_evaluation(*results)
     assert table["method"].tolist() == ["lors", "random", "full_data"]  # table order
-    assert "| lors | 2.00 ± 0.20 |" in markdown
+    assert "| lors | fine-tune | 2.00 ± 0.20 |" in markdown
     assert metrics["lors.mean_recall.std"] == 0.2
     archive = archive_budget(metrics, results[1], *SECTIONS)
     setup = setup_id(*SECTIONS)
@@ -86,8 +86,8 @@ def test_validation_chosen_epochs_get_their_own_columns():
     assert metrics["lors.val_epoch.mean_recall.mean"] == 2.5
     assert "full_data.val_epoch.mean_recall.mean" not in metrics
     last, chosen = markdown.split("validation mean recall, scored on the test split")
-    assert "| lors | 2.00 ± 0.20 |" in last
-    assert "| lors | 2.50 ± 0.10 |" in chosen
+    assert "| lors | fine-tune | 2.00 ± 0.20 |" in last
+    assert "| lors | fine-tune | 2.50 ± 0.10 |" in chosen
     assert "full_data" not in chosen
     assert table.set_index("method").loc["lors", "val_epochs"] == "40 100 60"
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == [

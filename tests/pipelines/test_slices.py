@@ -79,7 +79,7 @@ def run_slice(
 
 @pytest.fixture(scope="module")
 def pipelines() -> dict[str, Pipeline]:
-    return register_pipelines(NUM_EXPERTS)
+    return register_pipelines(NUM_EXPERTS, 1, frozen_protocol=True)
 
 
 @pytest.fixture(scope="module")
@@ -187,19 +187,64 @@ def test_baselines_slice(baselines, parsed):
         assert torch.equal(similarity_from_bundle(bundle).matrix(), torch.eye(n))
 
 
-def test_evaluation_slice(pipelines, parsed, baselines, tmp_path: Path):
+@pytest.fixture(scope="module")
+def frozen(pipelines, parsed, baselines) -> dict[str, Any]:
+    return run_slice(pipelines["frozen"], baselines, parsed)
+
+
+def test_frozen_slice(frozen, parsed):
+    backbone = frozen["frozen.backbone"]
+    assert frozen["frozen.backbone_report"]["source"] == "train"
+    assert len(frozen["frozen.backbone_report"]["train_loss"]) == parsed["frozen"].backbone_epochs
+    for index in range(NUM_EXPERTS):
+        trajectory = frozen[f"frozen.expert_{index}.trajectory"]
+        recipe = trajectory.metadata["model"]
+        assert recipe["frozen_backbone"]
+        assert recipe["backbone"] == backbone.sha256()[:16]
+        names = trajectory.metadata["layout"]["names"]
+        assert {name.split(".")[0] for name in names} == {"image_head", "text_head"}
+        assert trajectory.metadata["provenance"]["inputs"]["backbone"] == backbone.sha256()
+    for row in ("repblend", "lors_frozen", "tesla_vl_frozen"):
+        bundle = frozen[f"{row}.distilled_set"]
+        assert bundle.metadata["method"] == row
+        assert bundle.metadata["model"]["frozen_backbone"]
+        assert bundle.metadata["config"]["blend"]["enabled"] == (row == "repblend")
+    for method in CORESET_METHODS:
+        coreset = frozen[f"{method}_frozen_set"]
+        assert coreset.metadata["method"] == f"{method}_frozen"
+        assert coreset.metadata["model"]["frozen_backbone"]
+
+
+def test_evaluation_slice(pipelines, parsed, frozen, tmp_path: Path):
     budgets = PartitionedDataset(
         path=str(tmp_path / "budgets"), dataset="json.JSONDataset", filename_suffix=".json"
     )
     external = ExternalSetDataset()  # evaluation.external_set not set
     out = run_slice(
-        pipelines["evaluation"], baselines, parsed, budget_metrics=budgets, external_set=external
+        pipelines["evaluation"], frozen, parsed, budget_metrics=budgets, external_set=external
     )
     metrics = out["metrics"]
-    for method in ("lors", "tesla_vl", "mtt_vl", *CORESET_METHODS, "full_data"):
+    rows = ("lors", "lors_blend", "tesla_vl", "mtt_vl", *CORESET_METHODS, "full_data")
+    frozen_rows = ("repblend", "lors_frozen", "tesla_vl_frozen", "full_data_frozen")
+    for method in rows + frozen_rows + tuple(f"{m}_frozen" for m in CORESET_METHODS):
         assert f"{method}.mean_recall.mean" in metrics, method
+    for name in ("lors", "lors_blend", "random", "real_pairs", "repblend", "real_pairs_frozen"):
+        for number in ("paired_cosine", "image_spread", "text_spread"):
+            assert f"{name}.modality.{number}" in metrics, (name, number)
+    assert (
+        metrics["lors.modality.paired_cosine"]
+        == out["modality_gap"]["sets"]["lors"]["paired_cosine"]
+    )
+    assert "| repblend | frozen backbone |" in out["comparison_table_md"]
+    assert "| lors | fine-tune |" in out["comparison_table_md"]
+    assert "Modality gap" in out["comparison_table_md"]
+    for method in CORESET_METHODS:
+        assert out[f"{method}_frozen_evaluation"]["protocol"] == "frozen backbone"
+    gap = out["frozen.modality_gap"]
+    assert set(gap["sets"]) == {"repblend", "lors_frozen", "tesla_vl_frozen", "random_frozen"}
+    assert gap["protocol"] == "frozen backbone"
+    assert out["modality_gap"]["protocol"] == "fine-tune"
     assert out["external_evaluation"]["skipped"] == "evaluation.external_set is not set"
-    assert "| lors |" in out["comparison_table_md"]
     (entry,) = budgets.load().values()
     assert entry()["num_pairs"] == parsed["distillation"].num_pairs
     assert isinstance(out["recall_vs_budget_plot"], Figure)

@@ -21,11 +21,18 @@ def image_text_split(images: TensorBundle, features: TensorBundle) -> ImageTextS
     )
 
 
-def expert_model(trajectory: TensorBundle, snapshot: int = -1) -> tuple[DualEncoder, Normalizer]:
-    """The expert's model at ``snapshot`` (default: the end of training) and its normaliser."""
-    model = ModelRecipe.from_json(trajectory.metadata["model"]).build(seed=0)
-    load_flat(model, trajectory["trajectory"][snapshot])
-    normalizer = Normalizer(
+def expert_normalizer(trajectory: TensorBundle) -> Normalizer:
+    """The pixel normalisation the expert was trained with."""
+    return Normalizer(
         tuple(trajectory["image_mean"].tolist()), tuple(trajectory["image_std"].tolist())
     )
-    return model, normalizer
+
+
+def expert_model(
+    trajectory: TensorBundle, snapshot: int = -1, backbone: TensorBundle | None = None
+) -> tuple[DualEncoder, Normalizer]:
+    """The expert's model at ``snapshot`` (default: the end of training) and its normaliser;
+    a frozen-backbone expert needs its ``backbone`` bundle."""
+    model = ModelRecipe.from_json(trajectory.metadata["model"]).build(seed=0, backbone=backbone)
+    load_flat(model, trajectory["trajectory"][snapshot])
+    return model, expert_normalizer(trajectory)

@@ -251,6 +251,42 @@ class BaselineOverrides(Strict):
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 
+class FrozenDistillation(Strict):
+    """``frozen.distillation``: the frozen-backbone protocol's own settings, applied to every
+    one of its rows alike (null: ``distillation``'s); RepBlend's paper-scale scripts differ
+    from LoRS's in the inner loop's mini-batch and the iteration count."""
+
+    mini_batch_size: int | None = Field(default=None, ge=2)
+    iterations: int | None = Field(default=None, ge=1)
+
+    def applied(self) -> dict[str, int]:
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
+class RowOverrides(BaselineOverrides):
+    """``frozen.<row>``: a frozen-backbone row's own outer-loop settings (those of
+    :class:`BaselineOverrides` and the similarity's rate), chosen for that row on the
+    validation split like the fine-tuning rows' own."""
+
+    lr_sim: float | None = Field(default=None, ge=0.0)
+
+
+class FrozenParams(Strict):
+    """``frozen`` section: the frozen-backbone protocol (RepBlend, PAPER.md section 7). The
+    image encoder is a fixed backbone with a trained image head; experts, distillation and
+    evaluation train the two heads only."""
+
+    enabled: bool  # its rows (repblend, lors_frozen, ...) in the default run and the report
+    backbone: Literal["train", "pretrained"]
+    backbone_epochs: int = Field(ge=1)  # backbone: train
+    seed: int = Field(ge=0)
+    cache_features: bool  # experts encode each train image once (no augmentation)
+    distillation: FrozenDistillation
+    repblend: RowOverrides
+    lors_frozen: RowOverrides
+    tesla_vl_frozen: RowOverrides
+
+
 class BaselinesParams(Strict):
     """``baselines`` section: coresets of the distillation budget (``distillation.num_pairs``)
     and the trajectory baselines' own settings (:class:`BaselineOverrides`)."""
@@ -310,6 +346,7 @@ PARAMETER_FILES = {
     "distillation": "parameters_distillation.yml",
     "baselines": "parameters_baselines.yml",
     "evaluation": "parameters_evaluation.yml",
+    "frozen": "parameters_frozen.yml",
 }
 
 SECTIONS: dict[str, type[Strict]] = {
@@ -320,6 +357,7 @@ SECTIONS: dict[str, type[Strict]] = {
     "distillation": DistillationParams,
     "baselines": BaselinesParams,
     "evaluation": EvaluationParams,
+    "frozen": FrozenParams,
 }
 
 

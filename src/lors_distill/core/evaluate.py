@@ -114,6 +114,9 @@ def train_on_small_set(
 ) -> list[float]:
     """Train ``model`` in place on ``data``; returns the mean loss per epoch.
 
+    With a frozen backbone (the frozen-backbone protocol) only the heads train, on the
+    backbone's features of the set's images computed once.
+
     ``after_epoch(epoch, model)`` (1-based epoch) may score the model; it must leave the model's
     parameters, mode and the random state as they were (:class:`ValidationSelector` does).
     """
@@ -122,7 +125,7 @@ def train_on_small_set(
     lr_image, lr_text = (float(x) for x in data.lrs)
     optimizer = torch.optim.SGD(
         [
-            {"params": model.image_encoder.parameters(), "lr": lr_image},
+            {"params": model.image_parameters(), "lr": lr_image},
             {"params": model.text_head.parameters(), "lr": lr_text},
         ],
         momentum=config.momentum,
@@ -132,6 +135,12 @@ def train_on_small_set(
         optimizer, milestones=[config.lr_decay_epoch], gamma=config.lr_decay_factor
     )
     images, texts = data.images.to(device), data.texts.to(device)
+    frozen = model.frozen_backbone
+    if frozen:  # a frozen backbone (eval mode, no augmentation here): its features once
+        with torch.no_grad():
+            images = torch.cat(
+                [model.backbone_features(part) for part in images.split(config.batch_size)]
+            )
     similarity = data.similarity.to(device)
     generator = torch.Generator().manual_seed(seed)
     losses = []
@@ -141,7 +150,7 @@ def train_on_small_set(
             total = 0.0
             for batch in order.split(config.batch_size):
                 batch = batch.to(device)
-                logits = model(images[batch], texts[batch])
+                logits = model(images[batch], texts[batch], from_features=frozen)
                 with torch.no_grad():
                     targets = similarity.block(batch)
                 loss = loss_fn(logits, targets)

@@ -65,6 +65,29 @@ def epoch_pairs(
     return images[permutation], captions[permutation]
 
 
+@torch.no_grad()
+def backbone_features(
+    model: DualEncoder,
+    images: torch.Tensor,
+    normalize: Normalizer | Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int,
+) -> torch.Tensor:
+    """A frozen backbone's features of ``(N, 3, S, S)`` uint8 images (eval mode, on
+    ``device``), ``batch_size`` at a time."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat(
+            [
+                model.backbone_features(normalize(to_device(images[i : i + batch_size], device)))
+                for i in range(0, images.shape[0], batch_size)
+            ]
+        )
+    finally:
+        model.train(was_training)
+
+
 def train_expert(
     model: DualEncoder,
     train: ImageTextSplit,
@@ -74,24 +97,42 @@ def train_expert(
     seed: int,
     device: torch.device,
     description: str = "expert",
+    cache_features: bool = False,
+    record: bool = True,
 ) -> ExpertResult:
     """Train ``model`` in place with symmetric InfoNCE and record its trajectory.
 
     Every random choice (caption picks, order, augmentation, dropout) comes from ``seed``, so the
     same inputs give the same trajectory on CPU.
+
+    With a frozen backbone (the frozen-backbone protocol) only the two heads train. With
+    ``cache_features`` the backbone then encodes each train image once, un-augmented, and the
+    epochs train the heads on those features (no augmentation: it would need the backbone
+    again). ``record: false`` keeps only the first and the last parameters (a backbone's
+    training, whose trajectory nobody matches).
     """
     layout = ParameterLayout.of(model)
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(
         [
-            {"params": model.image_encoder.parameters(), "lr": config.lr_image},
+            {"params": model.image_parameters(), "lr": config.lr_image},
             {"params": model.text_head.parameters(), "lr": config.lr_text},
         ],
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
     autocast = config.mixed_precision and device.type == "cuda"
+    cached = None
+    if cache_features:
+        if not model.frozen_backbone:
+            raise ValueError("cache_features needs a frozen backbone (its features never change)")
+        cached = backbone_features(model, train.images, normalize, device, config.eval_batch_size)
+        logger.info(
+            "%s: %d train images encoded once by the frozen backbone (no augmentation)",
+            description,
+            cached.shape[0],
+        )
     snapshots = [flatten_parameters(model, layout).cpu()]
     losses, seen, elapsed = [], 0, 0.0
     with seeded_rng(seed, device):  # dropout masks
@@ -105,19 +146,23 @@ def train_expert(
                 batches, desc=f"{description} epoch {epoch + 1}/{config.epochs}", leave=False
             )
             for step, batch in enumerate(bar):
-                pixels = train.images[images[batch]]
-                if config.augment.rand_augment:
-                    pixels = RAND_AUGMENT_STYLES[config.augment.rand_augment_style](
-                        pixels,
-                        config.augment.rand_augment_ops,
-                        config.augment.rand_augment_magnitude,
-                        generator,
-                    )
-                pixels, text = to_device(pixels, device), train.text[captions[batch]]
-                inputs = crop_and_flip(normalize(pixels), config.augment, generator)
+                text = train.text[captions[batch]]
+                if cached is not None:
+                    inputs = cached[to_device(images[batch], device)]
+                else:
+                    pixels = train.images[images[batch]]
+                    if config.augment.rand_augment:
+                        pixels = RAND_AUGMENT_STYLES[config.augment.rand_augment_style](
+                            pixels,
+                            config.augment.rand_augment_ops,
+                            config.augment.rand_augment_magnitude,
+                            generator,
+                        )
+                    pixels = to_device(pixels, device)
+                    inputs = crop_and_flip(normalize(pixels), config.augment, generator)
                 text = to_device(text, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    loss = symmetric_infonce(model(inputs, text))
+                    loss = symmetric_infonce(model(inputs, text, from_features=cached is not None))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -128,7 +173,8 @@ def train_expert(
             elapsed += time.perf_counter() - start
             seen += sum(b.numel() for b in batches)
             losses.append(total / max(1, sum(b.numel() for b in batches)))
-            snapshots.append(flatten_parameters(model, layout).cpu())
+            if record or epoch == config.epochs - 1:
+                snapshots.append(flatten_parameters(model, layout).cpu())
             logger.info(
                 "%s epoch %d/%d: loss %.4f", description, epoch + 1, config.epochs, losses[-1]
             )

@@ -215,7 +215,9 @@ class DualEncoder(nn.Module):
         super().__init__()
         self.image_encoder = image_encoder
         # registered before the text head: the flat layout keeps the image branch first
-        self.image_head = ProjectionHead(feature_dim, feature_dim, dropout) if frozen_backbone else None
+        self.image_head = (
+            ProjectionHead(feature_dim, feature_dim, dropout) if frozen_backbone else None
+        )
         self.text_head = ProjectionHead(text_dim, feature_dim, dropout)
         self.temperature = temperature
         self.frozen_backbone = frozen_backbone

@@ -144,3 +144,39 @@ def recall_vs_budget_figure(entries: Sequence[dict[str, Any]], methods: Sequence
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def modality_figure(
+    panels: Sequence[tuple[str, torch.Tensor, torch.Tensor, dict[str, float]]],
+    real: tuple[torch.Tensor, torch.Tensor],
+    title: str,
+) -> Figure:
+    """One panel per set: its image (circles) and text (triangles) embeddings in 2-D, each pair
+    joined by a thin line, over real pairs drawn faintly behind. ``panels``: ``(name, image
+    (N, 2), text (N, 2), numbers)``; ``real``: the real pairs' ``(image (M, 2), text (M, 2))``."""
+    columns = min(3, max(1, len(panels)))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.2 * columns, 4.0 * rows))
+    real_image, real_text = (x.numpy() for x in real)
+    for index, (name, image, text, numbers) in enumerate(panels):
+        axis = figure.add_subplot(rows, columns, index + 1)
+        axis.scatter(*real_image.T, s=4, c="tab:blue", alpha=0.08, linewidths=0)
+        axis.scatter(*real_text.T, s=4, c="tab:orange", alpha=0.08, linewidths=0, marker="^")
+        image, text = image.numpy(), text.numpy()
+        for a, b in zip(image, text, strict=True):
+            axis.plot([a[0], b[0]], [a[1], b[1]], c="0.6", lw=0.3, alpha=0.6)
+        axis.scatter(*image.T, s=12, c="tab:blue", label="image", edgecolors="k", linewidths=0.2)
+        axis.scatter(
+            *text.T, s=14, c="tab:orange", label="text", marker="^", edgecolors="k", linewidths=0.2
+        )
+        axis.set_title(
+            f"{name}\npaired cos {numbers['paired_cosine']:.2f}, spread image "
+            f"{numbers['image_spread']:.2f} / text {numbers['text_spread']:.2f}",
+            fontsize=8,
+        )
+        axis.tick_params(labelsize=6)
+        if index == 0:
+            axis.legend(fontsize=7, loc="best")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from lors_distill.core.coresets import CORESET_METHODS
-from lors_distill.core.distill import METHODS
+from lors_distill.core.distill import FROZEN_METHODS, METHODS
 
 if TYPE_CHECKING:
     from lors_distill.core.schema import Strict
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 METRICS = ("ir@1", "ir@5", "ir@10", "tr@1", "tr@5", "tr@10", "mean_recall")
 SELECTION = "last epoch (no model selection on the test split)"
 VAL_SELECTION = "epoch with the best validation mean recall, scored on the test split"
+# the training protocols (the table's protocol column): the image encoder trained, or a frozen
+# backbone with a trained image head (RepBlend's); rows compare within a protocol
+FINE_TUNE = "fine-tune"
+FROZEN = "frozen backbone"
 
 
 def _mean_std(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -48,26 +52,36 @@ def summarise_runs(method: str, runs: list[dict[str, Any]], **extra: Any) -> dic
     return summary
 
 
+def frozen_coreset_rows() -> tuple[str, ...]:
+    """The coresets' rows in the frozen-backbone protocol (``random_frozen``, ...)."""
+    return tuple(f"{method}_frozen" for method in CORESET_METHODS)
+
+
 def report_order() -> tuple[str, ...]:
-    """The rows of the comparison, in order (the coreset methods as registered, so a method
-    registered after this module was imported is reported too)."""
+    """The rows of the comparison, in order: the full fine-tuning protocol, then the
+    frozen-backbone one (the coreset methods as registered, so a method registered after this
+    module was imported is reported too)."""
     return (
-        *METHODS,  # lors, tesla_vl, mtt_vl
+        *METHODS,  # lors, lors_blend, tesla_vl, mtt_vl
         *CORESET_METHODS,  # random, herding, k_center, forgetting
         "lors_hard",
         "random_teacher",
         "lors_cross_arch",
         "external",
         "full_data",
+        *FROZEN_METHODS,  # repblend, lors_frozen, tesla_vl_frozen
+        *frozen_coreset_rows(),
+        "full_data_frozen",
     )
 
 
-def _table_lines(rows: list[tuple[str, dict[str, Any], int]]) -> list[str]:
-    header = "| method | IR@1 | IR@5 | IR@10 | TR@1 | TR@5 | TR@10 | mean | runs |"
-    lines = [header, "|" + "---|" * 9]
-    for method, stats, runs in rows:
+def _table_lines(rows: list[tuple[dict[str, Any], dict[str, Any], int]]) -> list[str]:
+    header = "| method | protocol | IR@1 | IR@5 | IR@10 | TR@1 | TR@5 | TR@10 | mean | runs |"
+    lines = [header, "|" + "---|" * 10]
+    for result, stats, runs in rows:
         cells = [f"{stats['mean'][m]:.2f} ± {stats['std'][m]:.2f}" for m in METRICS]
-        lines.append("| " + " | ".join([method, *cells, str(runs)]) + " |")
+        names = [result["method"], result.get("protocol", FINE_TUNE)]
+        lines.append("| " + " | ".join([*names, *cells, str(runs)]) + " |")
     return lines
 
 
@@ -101,7 +115,7 @@ def comparison(
     )
     rows = []
     for r in done:
-        row = {"method": r["method"]}
+        row = {"method": r["method"], "protocol": r.get("protocol", FINE_TUNE)}
         row.update({m: f"{r['mean'][m]:.2f} ± {r['std'][m]:.2f}" for m in METRICS})
         row["runs"] = len(r["runs"])
         if "val_selected" in r:
@@ -119,23 +133,56 @@ def comparison(
     budget = ", ".join(str(p) for p in sorted(pairs))
     markdown = (
         f"Recall@K in percent on the test split, mean ± std over fresh models ({budget} pairs; "
-        f"{SELECTION}; full_data: the experts themselves).\n\n"
-        + "\n".join(_table_lines([(r["method"], r, len(r["runs"])) for r in done]))
+        f"{SELECTION}; full_data: the experts themselves). Protocol: {FINE_TUNE} (the image "
+        f"encoder trained) or {FROZEN} (two heads trained on a fixed backbone); compare rows "
+        "within one protocol.\n\n"
+        + "\n".join(_table_lines([(r, r, len(r["runs"])) for r in done]))
         + "\n"
     )
     if selected:
         markdown += (
             f"\nThe same models at the {VAL_SELECTION} (chosen epochs per seed in "
             "comparison_table.csv, column val_epochs):\n\n"
-            + "\n".join(
-                _table_lines([(r["method"], r["val_selected"], len(r["runs"])) for r in selected])
-            )
+            + "\n".join(_table_lines([(r, r["val_selected"], len(r["runs"])) for r in selected]))
             + "\n"
         )
     machines = sorted({r["machine"] for r in done if "machine" in r})
     if machines:
         markdown += "\nComputed with " + "; ".join(machines) + ".\n"
     return metrics, markdown, table, done
+
+
+MODALITY_NUMBERS = ("paired_cosine", "image_spread", "text_spread")
+
+
+def modality_metrics(diagnostics: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """``<set>.modality.<number>`` of every set of the modality diagnostics (and
+    ``real_pairs[_frozen].modality.<number>``, the real pairs measured alike)."""
+    metrics = {}
+    for report in diagnostics:
+        suffix = "_frozen" if report["protocol"] == FROZEN else ""
+        rows = {**report["sets"], f"real_pairs{suffix}": report["real_pairs"]}
+        for name, values in rows.items():
+            metrics.update({f"{name}.modality.{k}": values[k] for k in MODALITY_NUMBERS})
+    return metrics
+
+
+def modality_table(diagnostics: Sequence[dict[str, Any]]) -> str:
+    """The modality diagnostic as a markdown table, one row per set and protocol."""
+    lines = [
+        "Modality gap (embeddings under the first expert's final parameters; paired cosine: "
+        "mean cosine of each image with its own text; spread: mean distance between two "
+        "embeddings of one modality; real pairs: train pairs measured alike):",
+        "",
+        "| set | protocol | paired cosine | image spread | text spread |",
+        "|---|---|---|---|---|",
+    ]
+    for report in diagnostics:
+        rows = {**report["sets"], "real pairs": report["real_pairs"]}
+        for name, values in rows.items():
+            cells = [f"{values[k]:.3f}" for k in MODALITY_NUMBERS]
+            lines.append("| " + " | ".join([name, report["protocol"], *cells]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # what makes budgets comparable: same data, text features, model, experts and evaluation

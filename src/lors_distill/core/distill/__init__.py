@@ -32,7 +32,13 @@ does for COCO). Dropout masks are seeded per step, so every pass sees identical 
 
 from lors_distill.core.distill.expert_bank import ExpertBank
 from lors_distill.core.distill.matcher import FastPath, TrajectoryMatcher
-from lors_distill.core.distill.methods import FIRST_ORDER, METHODS, method_settings
+from lors_distill.core.distill.methods import (
+    BASELINES,
+    FIRST_ORDER,
+    FROZEN_METHODS,
+    METHODS,
+    method_settings,
+)
 from lors_distill.core.distill.outer import (
     DistillationDivergedError,
     Distiller,
@@ -42,7 +48,9 @@ from lors_distill.core.distill.run import run_distillation
 from lors_distill.core.distill.synthetic import SyntheticSet, init_synthetic_pairs
 
 __all__ = [
+    "BASELINES",
     "FIRST_ORDER",
+    "FROZEN_METHODS",
     "METHODS",
     "DistillationDivergedError",
     "Distiller",

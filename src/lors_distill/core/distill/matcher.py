@@ -196,9 +196,7 @@ class TrajectoryMatcher:
         if config.grad_mode == "tesla":
             # theta_end depends on the learning rates only (the sum of gradients is constant)
             lr_loss.backward(inputs=[syn.lrs])
-            self._tesla_pass(
-                syn, theta_start, theta_end.detach(), theta_target, steps, features
-            )
+            self._tesla_pass(syn, theta_start, theta_end.detach(), theta_target, steps, features)
         elif config.merge_branches:
             data_loss.backward(inputs=_learnable(syn, pixels), retain_graph=True)
             lr_loss.backward(inputs=[syn.lrs])

@@ -90,8 +90,10 @@ def prepare_run(
     config: DistillationParams,
     trajectories: Sequence[TensorBundle],
     device: torch.device,
+    backbone: TensorBundle | None = None,
 ) -> DistillationRun:
-    """Everything one outer loop needs, every random choice drawn from ``config.seed``."""
+    """Everything one outer loop needs, every random choice drawn from ``config.seed``
+    (``backbone``: the frozen backbone of frozen-backbone experts)."""
     recipe, layout = experts_recipe(trajectories)
     # distillation.temperature changes the inner loop only; the distilled set keeps the experts'
     # recipe, so it is evaluated at the experts' temperature like every other set (as in the
@@ -115,7 +117,7 @@ def prepare_run(
         config.sim_type, config.num_pairs, config.rank, config.alpha, generator
     )
     syn = SyntheticSet(images, texts, config.lr_init, similarity).to(device)
-    model = inner_recipe.build(seed=0).to(device).train()
+    model = inner_recipe.build(seed=0, backbone=backbone).to(device).train()
     last_needed = config.max_start_epoch - 1 + config.expert_epochs
     bank = ExpertBank(
         [t["trajectory"] for t in trajectories], last_needed, device, config.expert_sampling

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from lors_distill.core.artifacts import expert_model, image_text_split
+from lors_distill.core.artifacts import expert_model, expert_normalizer, image_text_split
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import BaselinesParams, DistillationParams, check_train_size
 from lors_distill.core.coresets import CORESET_METHODS, CoresetInputs
@@ -24,8 +24,9 @@ def coreset_bundle(
     train_text_features: TensorBundle,
     trajectory: TensorBundle,
 ) -> TensorBundle:
-    """A coreset in the distilled-set format: real images/texts, ``S = I``, the experts' lr."""
-    _, normalizer = expert_model(trajectory)
+    """A coreset in the distilled-set format: real images/texts, ``S = I``, the experts' lr
+    (evaluated with the experts' recipe: on their frozen backbone if they have one)."""
+    normalizer = expert_normalizer(trajectory)
     experts = trajectory.metadata["experts"]
     return TensorBundle(
         {
@@ -54,12 +55,17 @@ def select_coreset(
     config: BaselinesParams,
     *trajectories: TensorBundle,
     method: str,
+    backbone: TensorBundle | None = None,
+    label: str | None = None,
 ) -> TensorBundle:
     """Select the ``method`` coreset (a :data:`~lors_distill.core.coresets.CORESET_METHODS`
     entry) of ``distillation.num_pairs`` real pairs.
 
     Its seed is derived from ``baselines.seed`` and the method's place in the registry, so each
     coreset is the same whichever node or process selects it.
+
+    ``backbone``: the frozen backbone of frozen-backbone experts (the set's row is then
+    ``label``, e.g. ``random_frozen``).
 
     Returns:
         The coreset in the distilled-set format, with ``S = I`` and the experts' learning rates.
@@ -75,7 +81,7 @@ def select_coreset(
     inputs = CoresetInputs(
         split=image_text_split(train_images, train_text_features),
         budget=budget,
-        expert=lambda snapshot: expert_model(trajectory, snapshot),
+        expert=lambda snapshot: expert_model(trajectory, snapshot, backbone),
         expert_lr_image=trajectory.metadata["experts"]["lr_image"],
         forgetting_epochs=config.forgetting_epochs,
         forgetting_batch_size=config.forgetting_batch_size,
@@ -84,5 +90,30 @@ def select_coreset(
     index = list(CORESET_METHODS).index(method)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, index))
     chosen, captions = CORESET_METHODS[method](inputs, generator)
-    logger.info("coreset %s: %d pairs", method, budget)
-    return coreset_bundle(method, chosen, captions, train_images, train_text_features, trajectory)
+    label = label or method
+    logger.info("coreset %s: %d pairs", label, budget)
+    return coreset_bundle(label, chosen, captions, train_images, train_text_features, trajectory)
+
+
+def select_coreset_on_backbone(
+    train_images: TensorBundle,
+    train_text_features: TensorBundle,
+    distillation: DistillationParams,
+    config: BaselinesParams,
+    backbone: TensorBundle,
+    *trajectories: TensorBundle,
+    method: str,
+    label: str,
+) -> TensorBundle:
+    """:func:`select_coreset` in the frozen-backbone protocol: the same selection rule (and
+    seed) in the space of the frozen-backbone experts."""
+    return select_coreset(
+        train_images,
+        train_text_features,
+        distillation,
+        config,
+        *trajectories,
+        method=method,
+        backbone=backbone,
+        label=label,
+    )

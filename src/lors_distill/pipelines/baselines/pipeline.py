@@ -1,16 +1,18 @@
-"""The ``baselines`` pipeline: one node per coreset method, and TESLA-VL and MTT-VL (the
-distillation pipeline with ``S = I``, the first-order and the exact matching gradient)."""
+"""The ``baselines`` pipeline: one node per coreset method, TESLA-VL and MTT-VL (the
+distillation pipeline with ``S = I``, the first-order and the exact matching gradient), and
+LoRS with representation blending (``lors_blend``): every row of the full fine-tuning protocol
+but LoRS itself."""
 
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Node, Pipeline
 
 from lors_distill.core.coresets import CORESET_METHODS
-from lors_distill.core.distill import METHODS
+from lors_distill.core.distill import BASELINES, METHODS
 from lors_distill.pipelines import distillation
 from lors_distill.pipelines.baselines.nodes import select_coreset
 
-TRAJECTORY_BASELINES = tuple(m for m in METHODS if m != "lors")  # tesla_vl, mtt_vl
+OTHER_METHODS = tuple(m for m in METHODS if m != "lors")  # lors_blend, tesla_vl, mtt_vl
 
 
 def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
@@ -35,8 +37,9 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             distillation.create_pipeline(num_experts, method=method),
             namespace=method,
             inputs={"train_images", "train_text_features", "captions", *trajectories},
-            parameters={"params:distillation", "params:baselines"},
+            parameters={"params:distillation"}
+            | ({"params:baselines"} if method in BASELINES else set()),
         )
-        for method in TRAJECTORY_BASELINES
+        for method in OTHER_METHODS
     ]
     return Pipeline([*coresets, *matching], tags="baselines")

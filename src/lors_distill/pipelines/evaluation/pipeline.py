@@ -5,12 +5,18 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Node, Pipeline
 
 from lors_distill.core.coresets import CORESET_METHODS
+from lors_distill.core.distill import FROZEN_METHODS
+from lors_distill.core.reports import frozen_coreset_rows
 from lors_distill.pipelines import GPU
 from lors_distill.pipelines.evaluation.nodes import (
     archive_budget,
+    diagnose_modality_gap,
+    diagnose_modality_gap_on_backbone,
     evaluate_external_set,
     evaluate_full_data,
+    evaluate_full_data_on_backbone,
     evaluate_set,
+    evaluate_set_on_backbone,
     make_random_teacher_set,
     plot_recall_vs_budget,
     summarise_evaluation,
@@ -26,6 +32,7 @@ def evaluated_sets() -> dict[str, tuple[str, dict]]:
     """method -> (its set's dataset, options); the coresets as registered."""
     return {
         "lors": ("distilled_set", {}),
+        "lors_blend": ("lors_blend.distilled_set", {}),
         "tesla_vl": ("tesla_vl.distilled_set", {}),
         "mtt_vl": ("mtt_vl.distilled_set", {}),
         **{method: (f"{method}_set", {}) for method in CORESET_METHODS},
@@ -50,9 +57,98 @@ def _evaluate_node(method: str, dataset: str, options: dict) -> Node:
     )
 
 
-def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
+# the sets whose modality gap is measured (the random coreset: a random real subset of their
+# size), by the dataset that holds each; the frozen-backbone protocol's are in pipelines.frozen
+MODALITY_SETS = {
+    "lors": "distilled_set",
+    "lors_blend": "lors_blend.distilled_set",
+    "tesla_vl": "tesla_vl.distilled_set",
+    "mtt_vl": "mtt_vl.distilled_set",
+    "random": "random_set",
+}
+
+
+BACKBONE = "frozen.backbone"  # the backbone every row of the frozen-backbone protocol shares
+
+
+def frozen_sets() -> dict[str, str]:
+    """The frozen-backbone protocol's evaluated sets: row -> its dataset (the ``frozen``
+    pipeline makes them)."""
+    return {
+        **{row: f"{row}.distilled_set" for row in FROZEN_METHODS},
+        **{row: f"{row}_set" for row in frozen_coreset_rows()},
+    }
+
+
+def frozen_rows() -> tuple[str, ...]:
+    """The frozen-backbone protocol's reported rows."""
+    return (*frozen_sets(), "full_data_frozen")
+
+
+def _bound(func, **options):
+    return update_wrapper(partial(func, **options), func)
+
+
+def frozen_evaluation_nodes(num_experts: int) -> list[Node]:
+    """Every frozen-backbone row evaluated on the same backbone, the protocol's full-data
+    bound (its experts) and its modality diagnostic."""
+    trajectories = [f"frozen.expert_{i}.trajectory" for i in range(num_experts)]
+    nodes = [
+        Node(
+            func=_bound(evaluate_set_on_backbone, method=row),
+            inputs=[dataset, BACKBONE, *TEST],
+            outputs=f"{row}_evaluation",
+            name=f"evaluate_{row}_node",
+            tags=GPU,
+        )
+        for row, dataset in frozen_sets().items()
+    ]
+    nodes.append(
+        Node(
+            func=evaluate_full_data_on_backbone,
+            inputs=[
+                "test_images",
+                "test_text_features",
+                "params:evaluation",
+                BACKBONE,
+                *trajectories,
+            ],
+            outputs="full_data_frozen_evaluation",
+            name="evaluate_full_data_frozen_node",
+            tags=GPU,
+        )
+    )
+    shown = {row: f"{row}.distilled_set" for row in FROZEN_METHODS}
+    shown["random_frozen"] = "random_frozen_set"
+    nodes.append(
+        Node(
+            func=_bound(diagnose_modality_gap_on_backbone, names=tuple(shown)),
+            inputs=[
+                "train_images",
+                "train_text_features",
+                "params:evaluation",
+                BACKBONE,
+                trajectories[0],
+                *shown.values(),
+            ],
+            outputs=["frozen.modality_gap", "frozen.modality_gap_plot"],
+            name="diagnose_frozen_modality_gap_node",
+            tags=GPU,
+        )
+    )
+    return nodes
+
+
+def create_pipeline(num_experts: int = 1, frozen: bool = False, **kwargs) -> Pipeline:
+    """One node per evaluated set, the modality diagnostic, and the comparison; with
+    ``frozen`` also the frozen-backbone protocol's rows (:func:`frozen_evaluation_nodes`),
+    reported in the same comparison."""
     trajectories = [f"expert_{i}.trajectory" for i in range(num_experts)]
     sets = evaluated_sets()
+    reported = [f"{m}_evaluation" for m in [*sets, "external", "full_data"]]
+    reported.append("modality_gap")
+    if frozen:
+        reported += [f"{m}_evaluation" for m in frozen_rows()] + ["frozen.modality_gap"]
     nodes = [
         Node(
             func=make_random_teacher_set,
@@ -61,6 +157,7 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             name="make_random_teacher_set_node",
         ),
         *(_evaluate_node(method, dataset, options) for method, (dataset, options) in sets.items()),
+        *(frozen_evaluation_nodes(num_experts) if frozen else []),
         Node(
             func=evaluate_external_set,
             inputs=["external_set", *TEST],
@@ -76,8 +173,23 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
             tags=GPU,
         ),
         Node(
+            func=update_wrapper(
+                partial(diagnose_modality_gap, names=tuple(MODALITY_SETS)), diagnose_modality_gap
+            ),
+            inputs=[
+                "train_images",
+                "train_text_features",
+                "params:evaluation",
+                trajectories[0],
+                *MODALITY_SETS.values(),
+            ],
+            outputs=["modality_gap", "modality_gap_plot"],
+            name="diagnose_modality_gap_node",
+            tags=GPU,
+        ),
+        Node(
             func=summarise_evaluation,
-            inputs=[f"{m}_evaluation" for m in [*sets, "external", "full_data"]],
+            inputs=reported,
             outputs=["metrics", "comparison_table_md", "comparison_table", "recall_bar_plot"],
             name="summarise_evaluation_node",
         ),

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from lors_distill.core.artifacts import image_text_split
 from lors_distill.core.bundle import TensorBundle
-from lors_distill.core.config import ExpertsParams, ModelParams
+from lors_distill.core.config import ExpertsParams, FrozenParams, ModelParams
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.experts import train_expert
@@ -43,8 +43,14 @@ def train_one_expert(
     experts_cfg: ExpertsParams,
     *,
     index: int,
+    backbone: TensorBundle | None = None,
+    frozen: FrozenParams | None = None,
 ) -> tuple[TensorBundle, dict[str, Any]]:
     """Train expert ``index`` and return its trajectory and report.
+
+    With a ``backbone`` (the frozen-backbone protocol, ``frozen`` its settings) the expert
+    trains an image head and the text head on that fixed backbone; its trajectory holds the two
+    heads only.
 
     Returns:
         The trajectory bundle (``trajectory`` ``(epochs + 1, P)`` float32, ``train_loss``
@@ -58,8 +64,10 @@ def train_one_expert(
     train = image_text_split(train_images, train_text_features)
     val = image_text_split(val_images, val_text_features)
     recipe = model_recipe(model_cfg, train.images.shape[-1], train.text.shape[1])
+    if backbone is not None:
+        recipe = recipe.frozen(backbone)
     seed = derive_seed(experts_cfg.seed, index)
-    model = recipe.build(seed)
+    model = recipe.build(seed, backbone=backbone)
     mean, std = pixel_normalization(
         model_cfg.normalization, recipe.encoder.name, model.image_encoder, train.images
     )
@@ -73,7 +81,8 @@ def train_one_expert(
         normalizer,
         seed,
         device,
-        description=f"expert {index}",
+        description=f"{'frozen-backbone ' if backbone is not None else ''}expert {index}",
+        cache_features=backbone is not None and frozen is not None and frozen.cache_features,
     )
     recall = {k: round(v, 4) for k, v in result.val_recall.items()}
     logger.info(
@@ -99,7 +108,7 @@ def train_one_expert(
             "experts": experts_cfg.model_dump(mode="json"),
             "val_recall": recall,
             "provenance": {
-                "settings": trajectory_settings(model_cfg, experts_cfg),
+                "settings": trajectory_settings(model_cfg, experts_cfg, frozen),
                 "inputs": {
                     name: bundle.sha256()
                     for name, bundle in zip(
@@ -107,7 +116,8 @@ def train_one_expert(
                         (train_images, train_text_features, val_images, val_text_features),
                         strict=True,
                     )
-                },
+                }
+                | ({"backbone": backbone.sha256()} if backbone is not None else {}),
             },
         },
     )
@@ -120,6 +130,32 @@ def train_one_expert(
         "images_per_second": round(result.images_per_second, 1),
     }
     return bundle, report
+
+
+def train_one_frozen_expert(
+    train_images: TensorBundle,
+    train_text_features: TensorBundle,
+    val_images: TensorBundle,
+    val_text_features: TensorBundle,
+    model_cfg: ModelParams,
+    experts_cfg: ExpertsParams,
+    backbone: TensorBundle,
+    frozen: FrozenParams,
+    *,
+    index: int,
+) -> tuple[TensorBundle, dict[str, Any]]:
+    """:func:`train_one_expert` in the frozen-backbone protocol (heads only, on ``backbone``)."""
+    return train_one_expert(
+        train_images,
+        train_text_features,
+        val_images,
+        val_text_features,
+        model_cfg,
+        experts_cfg,
+        index=index,
+        backbone=backbone,
+        frozen=frozen,
+    )
 
 
 def summarise_experts(*reports: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, Figure]:
