@@ -6,10 +6,15 @@ pipeline imports another's nodes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.data import ImageTextSplit, Normalizer
 from lors_distill.core.flat import load_flat
-from lors_distill.core.models import DualEncoder, ModelRecipe
+from lors_distill.core.models import DualEncoder, ImageEncoderSpec, ModelRecipe
+
+if TYPE_CHECKING:
+    from lors_distill.core.config import ModelParams
 
 
 def image_text_split(images: TensorBundle, features: TensorBundle) -> ImageTextSplit:
@@ -36,3 +41,14 @@ def expert_model(
     model = ModelRecipe.from_json(trajectory.metadata["model"]).build(seed=0, backbone=backbone)
     load_flat(model, trajectory["trajectory"][snapshot])
     return model, expert_normalizer(trajectory)
+
+
+def model_recipe(model: ModelParams, image_size: int, text_dim: int) -> ModelRecipe:
+    """The dual-encoder recipe from the ``model`` parameters and the data's shapes."""
+    encoder = ImageEncoderSpec(
+        name=model.image_encoder,
+        image_size=image_size,
+        pretrained=model.pretrained,
+        convnet=model.convnet,
+    )
+    return ModelRecipe(encoder, text_dim, model.text_dropout, model.temperature)

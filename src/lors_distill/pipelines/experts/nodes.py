@@ -9,29 +9,18 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from lors_distill.core.artifacts import image_text_split
+from lors_distill.core.artifacts import image_text_split, model_recipe
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import ExpertsParams, FrozenParams, ModelParams
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.experts import train_expert
 from lors_distill.core.flat import ParameterLayout
-from lors_distill.core.models import ImageEncoderSpec, ModelRecipe, pixel_normalization
+from lors_distill.core.models import pixel_normalization
 from lors_distill.core.seeding import derive_seed
 from lors_distill.provenance import TRAINING_INPUTS, trajectory_settings
 
 logger = logging.getLogger(__name__)
-
-
-def model_recipe(model: ModelParams, image_size: int, text_dim: int) -> ModelRecipe:
-    """The dual-encoder recipe from the ``model`` parameters and the data's shapes."""
-    encoder = ImageEncoderSpec(
-        name=model.image_encoder,
-        image_size=image_size,
-        pretrained=model.pretrained,
-        convnet=model.convnet,
-    )
-    return ModelRecipe(encoder, text_dim, model.text_dropout, model.temperature)
 
 
 def train_one_expert(

@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lors_distill.core.artifacts import image_text_split
+from lors_distill.core.artifacts import image_text_split, model_recipe
 from lors_distill.core.bundle import TensorBundle
 from lors_distill.core.config import ExpertsParams, FrozenParams, ModelParams, ParameterError
 from lors_distill.core.data import Normalizer
 from lors_distill.core.device import resolve_device
 from lors_distill.core.experts import train_expert
 from lors_distill.core.models import pixel_normalization
-from lors_distill.pipelines.experts.nodes import model_recipe
 
 logger = logging.getLogger(__name__)
 

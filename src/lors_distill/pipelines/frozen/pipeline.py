@@ -9,22 +9,15 @@ the frozen experts' space. With ``frozen.enabled`` the evaluation pipeline evalu
 row on the same backbone, measures the protocol's modality gap and reports both.
 """
 
-from functools import partial, update_wrapper
-
 from kedro.pipeline import Node, Pipeline
 
-from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.core.distill import FROZEN_METHODS
 from lors_distill.pipelines import GPU, distillation, experts
-from lors_distill.pipelines.baselines.nodes import select_coreset_on_backbone
+from lors_distill.pipelines.baselines.pipeline import coreset_nodes
 from lors_distill.pipelines.evaluation.pipeline import BACKBONE
 from lors_distill.pipelines.frozen.nodes import make_backbone
 
 SPLITS = ["train_images", "train_text_features", "val_images", "val_text_features"]
-
-
-def _bound(func, **options):
-    return update_wrapper(partial(func, **options), func)
 
 
 def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
@@ -56,20 +49,5 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         )
         for row, method in FROZEN_METHODS.items()
     ]
-    coresets = [
-        Node(
-            func=_bound(select_coreset_on_backbone, method=method, label=f"{method}_frozen"),
-            inputs=[
-                "train_images",
-                "train_text_features",
-                "params:distillation",
-                "params:baselines",
-                BACKBONE,
-                *trajectories,
-            ],
-            outputs=f"{method}_frozen_set",
-            name=f"select_{method}_frozen_coreset_node",
-        )
-        for method in CORESET_METHODS
-    ]
+    coresets = coreset_nodes(trajectories, backbone=BACKBONE)
     return Pipeline([backbone, frozen_experts, *matching, *coresets], tags="frozen")
