@@ -194,3 +194,13 @@ def test_frozen_evaluation_trains_the_heads_on_the_fixed_backbone():
     assert losses[-1] < losses[0]
     assert not torch.equal(flatten_parameters(model), heads)
     assert same_weights(model.image_encoder, BACKBONE)
+
+
+def test_a_pretrained_backbone_needs_pretrained_weights():
+    from lors_distill.core.config import ParameterError
+    from lors_distill.pipelines.frozen.nodes import make_backbone
+    from tests.params import section
+
+    frozen = section("frozen").updated(backbone="pretrained")
+    with pytest.raises(ParameterError, match="model.pretrained is false"):
+        make_backbone(None, None, None, None, section("model"), section("experts"), frozen)

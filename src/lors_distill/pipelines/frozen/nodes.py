@@ -39,14 +39,14 @@ def make_backbone(
         The backbone bundle and a report (source, epochs, validation recall of the trained dual
         encoder).
     """
-    train = image_text_split(train_images, train_text_features)
-    recipe = model_recipe(model_cfg, train.images.shape[-1], train.text.shape[1])
     if frozen.backbone == "pretrained" and model_cfg.pretrained is False:
         raise ParameterError(
             "frozen.backbone: pretrained takes the weights model.pretrained gives, but "
             "model.pretrained is false: set it (true for the hub, or a checkpoint path) or use "
             "frozen.backbone: train"
         )
+    train = image_text_split(train_images, train_text_features)
+    recipe = model_recipe(model_cfg, train.images.shape[-1], train.text.shape[1])
     model = recipe.build(frozen.seed)
     mean, std = pixel_normalization(
         model_cfg.normalization, recipe.encoder.name, model.image_encoder, train.images
