@@ -60,6 +60,7 @@ PIPELINES = {
     "experts",
     "distillation",
     "baselines",
+    "frozen",
     "evaluation",
 }
 

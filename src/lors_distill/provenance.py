@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 _NOT_TRAJECTORY = {"num_experts", "device", "eval_batch_size"}
 TRAINING_INPUTS = ("train_images", "train_text_features", "val_images", "val_text_features")
 TRAJECTORY = re.compile(r"expert_(\d+)\.trajectory")
+FROZEN_TRAJECTORY = re.compile(r"frozen\.expert_(\d+)\.trajectory")
+BACKBONE = "frozen.backbone"
 
 
 class StaleExpertError(ParameterError):
@@ -92,8 +94,9 @@ def raise_if_stale(problems: list[str]) -> None:
         raise StaleExpertError(
             "expert trajectories on disk do not match this run:\n  "
             + "\n  ".join(problems)
-            + "\nretrain them: delete the files (data/06_models/experts) or run the experts "
-            "pipeline without --only-missing-outputs"
+            + "\nretrain them: delete the files (data/06_models/experts, or "
+            "data/06_models/frozen/experts for frozen.expert_<i>) or run the experts (or "
+            "frozen) pipeline without --only-missing-outputs"
         )
 
 
@@ -132,30 +135,36 @@ def check_reused_experts(
     pipeline: Pipeline, catalog, parsed: dict[str, Any], only_missing: bool
 ) -> None:
     """Stop before the first node when a trajectory this run reuses was trained with other
-    settings or on other data than the run's (:class:`StaleExpertError`)."""
+    settings or on other data than the run's (:class:`StaleExpertError`); the frozen-backbone
+    experts' (``frozen.expert_<i>.trajectory``) also on another backbone."""
     if "model" not in parsed or "experts" not in parsed:
         return
     names = {name for node in pipeline.nodes for name in (*node.inputs, *node.outputs)}
-    trajectories = sorted(
-        (
-            name
-            for name in names
-            if TRAJECTORY.fullmatch(name) and reused(pipeline, catalog, only_missing, name)
-        ),
-        key=lambda name: int(TRAJECTORY.fullmatch(name).group(1)),
-    )
-    if not trajectories:
-        return
-    current = trajectory_settings(parsed["model"], parsed["experts"])
-    hashes = {
-        name: catalog[name].stored_content_hash()
-        if name in catalog and reused(pipeline, catalog, only_missing, name)
-        else None
-        for name in TRAINING_INPUTS
-    }
+
+    def known_hash(name: str) -> str | None:
+        if name in catalog and reused(pipeline, catalog, only_missing, name):
+            return catalog[name].stored_content_hash()
+        return None
+
+    hashes = {name: known_hash(name) for name in TRAINING_INPUTS}
     problems = []
-    for name in trajectories:
-        problems += trajectory_problems(name, catalog[name].read_metadata(), current, hashes)
+    for pattern, frozen in ((TRAJECTORY, None), (FROZEN_TRAJECTORY, parsed.get("frozen"))):
+        if pattern is FROZEN_TRAJECTORY and frozen is None:
+            continue
+        trajectories = sorted(
+            (
+                name
+                for name in names
+                if pattern.fullmatch(name) and reused(pipeline, catalog, only_missing, name)
+            ),
+            key=lambda name: int(pattern.fullmatch(name).group(1)),
+        )
+        if not trajectories:
+            continue
+        current = trajectory_settings(parsed["model"], parsed["experts"], frozen)
+        inputs = {**hashes, "backbone": known_hash(BACKBONE)} if frozen is not None else hashes
+        for name in trajectories:
+            problems += trajectory_problems(name, catalog[name].read_metadata(), current, inputs)
     raise_if_stale(problems)
 
 

@@ -371,10 +371,11 @@ def test_kill_9_at_each_stage_then_resume_gives_the_same_bytes(finished, tmp_pat
         ("during distillation", "data/06_models/distillation_checkpoints/*.safetensors"),
         ("during evaluation", "data/08_reporting/evaluation/herding.json"),
     ]
+    args = ["--only-missing-outputs", "--params", "frozen.enabled=true"]  # as the first run
     for stage, pattern in stages:
-        assert _kill_when(project, ["--only-missing-outputs"], env, _exists(pattern)), stage
+        assert _kill_when(project, args, env, _exists(pattern)), stage
         assert not (project / "data/08_reporting/metrics.json").exists(), stage
-    result = _kedro(project, ["--only-missing-outputs"], env)
+    result = _kedro(project, args, env)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed, reference = _outputs(project), FIRST_RUN[finished]
     assert resumed.keys() == reference.keys()

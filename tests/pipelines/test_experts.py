@@ -88,6 +88,31 @@ def test_experts_pipeline_outputs_and_resume(prepared):
         run_kedro(project, ["distillation"], params={"ingestion": {"seed": 7}})
 
 
+def test_frozen_experts_are_checked_against_their_settings_and_backbone(prepared):
+    """Frozen-backbone experts reused by a run must match its frozen settings and backbone."""
+    project, on = prepared, {"frozen": {"enabled": True}}
+    run_kedro(project, ["frozen"], params=on)
+    frozen = load_bundle(project / "data/06_models/frozen/experts/expert_0.safetensors")
+    assert frozen.metadata["model"]["frozen_backbone"]
+    distill = {"node_names": ["repblend.distill_node"]}
+    with pytest.raises(
+        StaleExpertError,
+        match=r"frozen\.expert_0\.trajectory: trained with "
+        r"frozen\.cache_features: True -> False",
+    ):
+        run_kedro(project, params={"frozen": {"enabled": True, "cache_features": False}}, **distill)
+    # another backbone (retrained with another seed) under the reused frozen experts
+    run_kedro(
+        project, params={"frozen": {"enabled": True, "seed": 5}}, node_names=["make_backbone_node"]
+    )
+    with pytest.raises(
+        StaleExpertError,
+        match=r"frozen\.expert_1\.trajectory: trained on "
+        r"another backbone",
+    ):
+        run_kedro(project, params=on, **distill)
+
+
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
