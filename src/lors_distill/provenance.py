@@ -18,6 +18,7 @@ from typing import Any
 from kedro.pipeline import Pipeline
 
 from lors_distill.core.config import ExpertsParams, FrozenParams, ModelParams, ParameterError
+from lors_distill.pipelines import BACKBONE
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ _NOT_TRAJECTORY = {"num_experts", "device", "eval_batch_size"}
 TRAINING_INPUTS = ("train_images", "train_text_features", "val_images", "val_text_features")
 TRAJECTORY = re.compile(r"expert_(\d+)\.trajectory")
 FROZEN_TRAJECTORY = re.compile(r"frozen\.expert_(\d+)\.trajectory")
-BACKBONE = "frozen.backbone"
 
 
 class StaleExpertError(ParameterError):

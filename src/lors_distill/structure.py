@@ -24,11 +24,11 @@ from lors_distill.config_loader import load_parameters
 class Structure(NamedTuple):
     num_experts: int
     feature_shards: int
-    frozen: bool = True
+    frozen: bool = False
 
 
 def _enabled(section: Mapping[str, Any] | None) -> bool | None:
-    value = (section or {}).get("enabled", True)
+    value = (section or {}).get("enabled", False)
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     return value if isinstance(value, bool) else None

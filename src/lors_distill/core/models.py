@@ -180,9 +180,6 @@ class ProjectionHead(nn.Module):
         return self.norm(projected + self.dropout(self.fc(F.gelu(projected))))
 
 
-TextHead = ProjectionHead  # the name the text branch had before images gained a head
-
-
 class DualEncoder(nn.Module):
     """Image encoder (+ image head) + text head; logits are cosine similarities divided by
     ``temperature``.

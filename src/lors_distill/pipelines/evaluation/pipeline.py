@@ -7,7 +7,7 @@ from kedro.pipeline import Node, Pipeline
 from lors_distill.core.coresets import CORESET_METHODS
 from lors_distill.core.distill import FROZEN_METHODS
 from lors_distill.core.reports import frozen_coreset_rows
-from lors_distill.pipelines import GPU
+from lors_distill.pipelines import BACKBONE, GPU
 from lors_distill.pipelines.evaluation.nodes import (
     archive_budget,
     diagnose_modality_gap,
@@ -66,9 +66,6 @@ MODALITY_SETS = {
     "mtt_vl": "mtt_vl.distilled_set",
     "random": "random_set",
 }
-
-
-BACKBONE = "frozen.backbone"  # the backbone every row of the frozen-backbone protocol shares
 
 
 def frozen_sets() -> dict[str, str]:

@@ -12,9 +12,8 @@ row on the same backbone, measures the protocol's modality gap and reports both.
 from kedro.pipeline import Node, Pipeline
 
 from lors_distill.core.distill import FROZEN_METHODS
-from lors_distill.pipelines import GPU, distillation, experts
+from lors_distill.pipelines import BACKBONE, GPU, distillation, experts
 from lors_distill.pipelines.baselines.pipeline import coreset_nodes
-from lors_distill.pipelines.evaluation.pipeline import BACKBONE
 from lors_distill.pipelines.frozen.nodes import make_backbone
 
 SPLITS = ["train_images", "train_text_features", "val_images", "val_text_features"]
