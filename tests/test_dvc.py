@@ -108,22 +108,3 @@ def test_repro_is_incremental_and_push_pull_restores(repo, tmp_path):
         distilled = "data/07_model_output/distilled_set.safetensors"
         assert (from_s3 / distilled).read_bytes() == (root / distilled).read_bytes()
         assert "Data and pipelines are up to date" in sh(["dvc", "repro"], from_s3, env)
-
-
-@pytest.mark.slow
-def test_the_frozen_backbone_stage_is_off_until_unfrozen(repo):
-    """The frozen-backbone protocol is its own stage, frozen like ``frozen.enabled`` is off:
-    ``dvc repro`` leaves it alone; unfrozen, it runs the ``frozen`` pipeline after the stages
-    it reads and reports its rows in its own metrics file."""
-    root, env, _ = repo
-    assert ran(sh(["dvc", "repro", "features"], root, env)) == {"ingestion", "features"}
-    assert ran(sh(["dvc", "repro", "--dry", "frozen"], root, env)) == set()  # left alone
-    sh(["dvc", "unfreeze", "frozen"], root, env)
-    assert ran(sh(["dvc", "repro", "frozen"], root, env)) == {"frozen"}
-    assert "Data and pipelines are up to date" in sh(["dvc", "repro", "frozen"], root, env)
-    frozen = "data/08_reporting/frozen/metrics.json"
-    metrics = json.loads(sh(["dvc", "metrics", "show", "--json", frozen], root, env))
-    values = next(iter(metrics.values()))["data"][frozen]["data"]
-    for row in ("repblend", "lors_frozen", "full_data_frozen"):
-        assert 0 <= values[f"{row}.mean_recall.mean"] <= 100, row
-    assert not (root / "data/08_reporting/metrics.json").exists()  # the stages it needs only

@@ -58,7 +58,7 @@ def _evaluate_node(method: str, dataset: str, options: dict) -> Node:
 
 
 # the sets whose modality gap is measured (the random coreset: a random real subset of their
-# size), by the dataset that holds each; the frozen-backbone protocol's: frozen_evaluation_nodes
+# size), by the dataset that holds each; the frozen-backbone protocol's are in pipelines.frozen
 MODALITY_SETS = {
     "lors": "distilled_set",
     "lors_blend": "lors_blend.distilled_set",
@@ -86,23 +86,15 @@ def _bound(func, **options):
     return update_wrapper(partial(func, **options), func)
 
 
-def frozen_reported() -> list[str]:
-    """The frozen-backbone protocol's reported datasets (``frozen.<row>_evaluation``, under
-    ``08_reporting/frozen``, and its modality diagnostic)."""
-    return [f"frozen.{row}_evaluation" for row in frozen_rows()] + ["frozen.modality_gap"]
-
-
 def frozen_evaluation_nodes(num_experts: int) -> list[Node]:
     """Every frozen-backbone row evaluated on the same backbone, the protocol's full-data
-    bound (its experts), its modality diagnostic and its own comparison
-    (``08_reporting/frozen``: the ``frozen`` pipeline is a DVC stage of its own). The
-    ``frozen`` pipeline runs them."""
+    bound (its experts) and its modality diagnostic."""
     trajectories = [f"frozen.expert_{i}.trajectory" for i in range(num_experts)]
     nodes = [
         Node(
             func=_bound(evaluate_set_on_backbone, method=row),
             inputs=[dataset, BACKBONE, *TEST],
-            outputs=f"frozen.{row}_evaluation",
+            outputs=f"{row}_evaluation",
             name=f"evaluate_{row}_node",
             tags=GPU,
         )
@@ -118,7 +110,7 @@ def frozen_evaluation_nodes(num_experts: int) -> list[Node]:
                 BACKBONE,
                 *trajectories,
             ],
-            outputs="frozen.full_data_frozen_evaluation",
+            outputs="full_data_frozen_evaluation",
             name="evaluate_full_data_frozen_node",
             tags=GPU,
         )
@@ -141,32 +133,19 @@ def frozen_evaluation_nodes(num_experts: int) -> list[Node]:
             tags=GPU,
         )
     )
-    nodes.append(
-        Node(
-            func=summarise_evaluation,
-            inputs=frozen_reported(),
-            outputs=[
-                "frozen.metrics",
-                "frozen.comparison_table_md",
-                "frozen.comparison_table",
-                "frozen.recall_bar_plot",
-            ],
-            name="summarise_frozen_evaluation_node",
-        )
-    )
     return nodes
 
 
 def create_pipeline(num_experts: int = 1, frozen: bool = False, **kwargs) -> Pipeline:
     """One node per evaluated set, the modality diagnostic, and the comparison; with
-    ``frozen`` the comparison also reports the frozen-backbone protocol's rows, which the
-    ``frozen`` pipeline evaluates (:func:`frozen_evaluation_nodes`)."""
+    ``frozen`` also the frozen-backbone protocol's rows (:func:`frozen_evaluation_nodes`),
+    reported in the same comparison."""
     trajectories = [f"expert_{i}.trajectory" for i in range(num_experts)]
     sets = evaluated_sets()
     reported = [f"{m}_evaluation" for m in [*sets, "external", "full_data"]]
     reported.append("modality_gap")
     if frozen:
-        reported += frozen_reported()
+        reported += [f"{m}_evaluation" for m in frozen_rows()] + ["frozen.modality_gap"]
     nodes = [
         Node(
             func=make_random_teacher_set,
@@ -175,6 +154,7 @@ def create_pipeline(num_experts: int = 1, frozen: bool = False, **kwargs) -> Pip
             name="make_random_teacher_set_node",
         ),
         *(_evaluate_node(method, dataset, options) for method, (dataset, options) in sets.items()),
+        *(frozen_evaluation_nodes(num_experts) if frozen else []),
         Node(
             func=evaluate_external_set,
             inputs=["external_set", *TEST],

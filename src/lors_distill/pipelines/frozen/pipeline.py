@@ -5,9 +5,8 @@ namespace ``frozen`` (``frozen.expert_<i>.trajectory``: the two heads' trajector
 distillation pipeline runs once per row of
 :data:`~lors_distill.core.distill.FROZEN_METHODS` under the row's name (``repblend``,
 ``lors_frozen``, ``tesla_vl_frozen``); every coreset method selects ``<method>_frozen_set`` in
-the frozen experts' space; then every row is evaluated on the same backbone, the protocol's
-modality gap measured, and both reported in ``08_reporting/frozen`` (the pipeline is a DVC
-stage of its own). With ``frozen.enabled`` the run's comparison reports these rows too.
+the frozen experts' space. With ``frozen.enabled`` the evaluation pipeline evaluates every
+row on the same backbone, measures the protocol's modality gap and reports both.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -15,7 +14,6 @@ from kedro.pipeline import Node, Pipeline
 from lors_distill.core.distill import FROZEN_METHODS
 from lors_distill.pipelines import BACKBONE, GPU, distillation, experts
 from lors_distill.pipelines.baselines.pipeline import coreset_nodes
-from lors_distill.pipelines.evaluation.pipeline import frozen_evaluation_nodes
 from lors_distill.pipelines.frozen.nodes import make_backbone
 
 SPLITS = ["train_images", "train_text_features", "val_images", "val_text_features"]
@@ -51,5 +49,4 @@ def create_pipeline(num_experts: int = 1, **kwargs) -> Pipeline:
         for row, method in FROZEN_METHODS.items()
     ]
     coresets = coreset_nodes(trajectories, backbone=BACKBONE)
-    evaluations = frozen_evaluation_nodes(num_experts)
-    return Pipeline([backbone, frozen_experts, *matching, *coresets, *evaluations], tags="frozen")
+    return Pipeline([backbone, frozen_experts, *matching, *coresets], tags="frozen")
