@@ -405,6 +405,47 @@ def test_learning_rates_stay_positive_and_s_moves():
     assert row["s_offdiag_mean"] == 0.0
 
 
+def test_a_warm_up_holds_the_learning_rates_while_the_data_move():
+    distiller = make_distiller(lr_lr=10.0, lr_warmup=3)
+    images = distiller.syn.images.detach().clone()
+    rows = [distiller.step() for _ in range(4)]
+    for row in rows[:3]:
+        assert (row["lr_image"], row["lr_text"]) == (rows[0]["lr_image"], rows[0]["lr_text"])
+        assert row["lr_image"] == torch.tensor(0.05).item()  # synthetic()'s lr_init
+    assert not torch.equal(distiller.syn.images.detach(), images)
+    assert rows[3]["lr_image"] != rows[2]["lr_image"]  # learned from iteration 4 on
+    # the held iterations leave no momentum behind: iteration 4 is a first SGD step
+    fresh = make_distiller(lr_lr=10.0, lr_warmup=3)
+    for _ in range(3):
+        fresh.step()
+    assert "momentum_buffer" not in fresh.optimizer.state.get(fresh.syn.lrs, {})
+
+
+def test_log_space_steps_the_logarithm_of_the_learning_rates():
+    """One step in ``lr_space: log`` is SGD on log(lr) with the chain rule's gradient
+    lr * dL/dlr; the data's own step is the same as in linear space."""
+    linear = make_distiller(lr_lr=0.0)
+    linear.step()
+    grad = linear.syn.lrs.grad.detach().clone()
+    assert torch.all(grad != 0)
+    lr0 = torch.full((2,), 0.05)
+    rate = 0.5 / float((lr0 * grad).abs().max())  # a log-step of at most 0.5: above the floor
+    log = make_distiller(lr_lr=rate, lr_space="log")
+    log.step()
+    expected = torch.exp(torch.log(lr0) - rate * lr0 * grad)
+    torch.testing.assert_close(log.syn.lrs.detach(), expected)
+    assert not torch.allclose(log.syn.lrs.detach(), lr0)
+    torch.testing.assert_close(log.syn.images.detach(), linear.syn.images.detach())
+    # and resumes exactly (the momentum buffer holds the log-space gradient)
+    straight = make_distiller(lr_lr=5.0, lr_space="log", lr_warmup=1)
+    rows = [straight.step() for _ in range(4)]
+    first = make_distiller(lr_lr=5.0, lr_space="log", lr_warmup=1)
+    first.step(), first.step()
+    resumed = make_distiller(lr_lr=5.0, lr_space="log", lr_warmup=1, seed=7)
+    resumed.load_state(first.state())
+    assert [resumed.step() for _ in range(2)] == rows[2:]
+
+
 def test_non_finite_loss_stops_with_a_clear_message():
     distiller = make_distiller()
     with torch.no_grad():

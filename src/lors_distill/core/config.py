@@ -199,6 +199,8 @@ class DistillationParams(Strict):
     momentum: float = Field(ge=0.0, lt=1.0)
     lr_init: float = Field(gt=0.0)
     min_inner_lr: float = Field(gt=0.0)
+    lr_space: Literal["linear", "log"]
+    lr_warmup: int = Field(ge=0)
     temperature: float | None = Field(gt=0.0)
     init: Literal["real", "noise"]
     checkpoint_every: int = Field(ge=1)
@@ -258,8 +260,10 @@ class FrozenDistillation(Strict):
 
     mini_batch_size: int | None = Field(default=None, ge=2)
     iterations: int | None = Field(default=None, ge=1)
+    lr_space: Literal["linear", "log"] | None = None
+    lr_warmup: int | None = Field(default=None, ge=0)
 
-    def applied(self) -> dict[str, int]:
+    def applied(self) -> dict[str, int | str]:
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 

@@ -75,9 +75,7 @@ class Distiller:
                 f"start epoch {start}); lower the outer learning rates (distillation.lr_*) or "
                 "syn_steps. The last checkpoint written is kept."
             )
-        self.optimizer.step()
-        with torch.no_grad():
-            self.syn.lrs.clamp_(min=self.config.min_inner_lr)
+        self._step_optimizer()
         self.iteration += 1
         row = {
             "iteration": self.iteration,
@@ -90,6 +88,24 @@ class Distiller:
             **similarity_stats(self.syn.similarity),
         }
         return row
+
+    def _step_optimizer(self) -> None:
+        """The SGD step, with the inner learning rates held for ``lr_warmup`` iterations and,
+        in ``lr_space: log``, stepped on their logarithms (the momentum buffer then holds the
+        log-space gradient); then the floor ``min_inner_lr``."""
+        config, lrs = self.config, self.syn.lrs
+        if self.iteration < config.lr_warmup:
+            lrs.grad = None  # SGD leaves a parameter without a gradient (and its momentum) as is
+        log = config.lr_space == "log" and lrs.grad is not None
+        if log:
+            with torch.no_grad():
+                lrs.grad.mul_(lrs)  # d loss / d log(lr) = lr * d loss / d lr
+                lrs.log_()
+        self.optimizer.step()
+        with torch.no_grad():
+            if log:
+                lrs.exp_()
+            lrs.clamp_(min=config.min_inner_lr)
 
     # ------------------------------------------------------------------ checkpoints
 
