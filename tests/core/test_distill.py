@@ -446,6 +446,22 @@ def test_log_space_steps_the_logarithm_of_the_learning_rates():
     assert [resumed.step() for _ in range(2)] == rows[2:]
 
 
+def test_the_learning_rates_gradient_is_clipped_to_its_bound():
+    linear = make_distiller(lr_lr=0.0)
+    linear.step()
+    grad = linear.syn.lrs.grad.detach().clone()
+    bound = 0.5 * float(grad.abs().min())  # below both rates' gradients: both are clipped
+    clipped = make_distiller(lr_lr=1e-3, lr_grad_clip=bound)
+    clipped.step()
+    expected = torch.full((2,), 0.05) - 1e-3 * bound * torch.sign(grad)
+    torch.testing.assert_close(clipped.syn.lrs.detach(), expected)
+    torch.testing.assert_close(clipped.syn.images.detach(), linear.syn.images.detach())
+    rate = 0.025 / float(grad.abs().max())  # a step of at most half the rate: above the floor
+    loose = make_distiller(lr_lr=rate, lr_grad_clip=2 * float(grad.abs().max()))
+    loose.step()
+    torch.testing.assert_close(loose.syn.lrs.detach(), torch.full((2,), 0.05) - rate * grad)
+
+
 def test_non_finite_loss_stops_with_a_clear_message():
     distiller = make_distiller()
     with torch.no_grad():

@@ -201,6 +201,7 @@ class DistillationParams(Strict):
     min_inner_lr: float = Field(gt=0.0)
     lr_space: Literal["linear", "log"]
     lr_warmup: int = Field(ge=0)
+    lr_grad_clip: float | None = Field(gt=0.0)
     temperature: float | None = Field(gt=0.0)
     init: Literal["real", "noise"]
     checkpoint_every: int = Field(ge=1)
@@ -262,8 +263,9 @@ class FrozenDistillation(Strict):
     iterations: int | None = Field(default=None, ge=1)
     lr_space: Literal["linear", "log"] | None = None
     lr_warmup: int | None = Field(default=None, ge=0)
+    lr_grad_clip: float | None = Field(default=None, gt=0.0)
 
-    def applied(self) -> dict[str, int | str]:
+    def applied(self) -> dict[str, int | float | str]:
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 
