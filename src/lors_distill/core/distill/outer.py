@@ -90,9 +90,10 @@ class Distiller:
         return row
 
     def _step_optimizer(self) -> None:
-        """The SGD step, with the inner learning rates held for ``lr_warmup`` iterations, their
-        gradient clamped to ``[-lr_grad_clip, lr_grad_clip]`` and, in ``lr_space: log``, stepped on their logarithms (the momentum buffer then holds the
-        log-space gradient); then the floor ``min_inner_lr``."""
+        """The SGD step, with the inner learning rates held for ``lr_warmup`` iterations,
+        their gradient clamped to ``[-lr_grad_clip, lr_grad_clip]`` and, in ``lr_space: log``,
+        stepped on their logarithms (the momentum buffer then holds the log-space gradient);
+        then the floor ``min_inner_lr``."""
         config, lrs = self.config, self.syn.lrs
         if self.iteration < config.lr_warmup:
             lrs.grad = None  # SGD leaves a parameter without a gradient (and its momentum) as is
