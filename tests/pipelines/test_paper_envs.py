@@ -125,6 +125,23 @@ def test_budget_outside_the_paper_environments_is_an_error(env):
 
 
 @pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("budget", [None, 100, 200, 500])
+def test_the_frozen_protocol_runs_repblends_scripts_at_every_budget(env, budget):
+    """RepBlend's scripts (github zhangxin-xd/RepBlend, scripts/distill_{flickr,coco}_repblend.sh)
+    use a mini-batch of 20 and 3,000 iterations at every budget of both datasets, on the
+    ImageNet NFNet-L0 frozen; the frozen protocol's rows get exactly that."""
+    runtime = cli_params(f"budget={budget}") if budget else {}
+    parsed = validate_parameters(load_parameters(env, runtime))
+    frozen = parsed["frozen"]
+    assert (frozen.backbone, frozen.cache_features) == ("pretrained", True)
+    assert parsed["model"].pretrained is True
+    effective = parsed["distillation"].updated(**frozen.distillation.applied())
+    assert (effective.mini_batch_size, effective.iterations) == (20, 3000)
+    assert effective.num_pairs == (budget or 100) - 1
+    assert set(frozen.distillation.applied()) <= {"mini_batch_size", "iterations"}
+
+
+@pytest.mark.parametrize("env", ENVS)
 def test_paper_setup_of_the_environment(env):
     parsed = validate_parameters(load_parameters(env))
     ingestion, features = parsed["ingestion"], parsed["features"]
