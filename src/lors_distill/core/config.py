@@ -257,7 +257,9 @@ class BaselineOverrides(Strict):
 class FrozenDistillation(Strict):
     """``frozen.distillation``: the frozen-backbone protocol's own settings, applied to every
     one of its rows alike (null: ``distillation``'s); RepBlend's paper-scale scripts differ
-    from LoRS's in the inner loop's mini-batch and the iteration count."""
+    from LoRS's in the inner loop's mini-batch and the iteration count, and the three ways of
+    learning the inner rates (``lr_space``, ``lr_warmup``, ``lr_grad_clip``) can be tried on
+    the protocol's rows together."""
 
     mini_batch_size: int | None = Field(default=None, ge=2)
     iterations: int | None = Field(default=None, ge=1)
